@@ -1,0 +1,26 @@
+# pivq: the PI-VQ pipeline. `snakemake --cores 2 all` runs the embedded toyfaces experiments;
+# `snakemake --profile slurm all` runs the paper's experiments on a Slurm cluster (see README).
+# Parse-time work stays light: pivq.config imports no torch, rules call workflow/scripts in their own process.
+
+from pivq.config import experiments_to_build, report_experiments, resolve_experiment, validate_params
+
+
+configfile: "params.yaml"
+
+
+validate_params(config)  # before any job: a wrong key or value names the key
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        TABLES,
+        FIGURES,

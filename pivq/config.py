@@ -1,0 +1,127 @@
+"""params.yaml: loading, validation and resolution of one experiment.
+
+Config flows one way: params.yaml -> validated dict -> resolved experiment dict -> dataclasses and
+constructors. This module imports no torch: the Snakefile uses it at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
+
+
+class ParamsError(ValueError):
+    """An invalid params.yaml; the message names the offending key."""
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def validate_params(params: dict, source: str = "params.yaml") -> dict:
+    """Check ``params`` against the JSON schema and the cross-references; return it unchanged.
+
+    Raises ParamsError naming the key, e.g. ``params.yaml: experiments.toy.quantizer: 'x' is not one of ...``.
+    """
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"{source}: {_key(e.absolute_path)}: {e.message}" for e in errors[:10]]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines))
+
+    problems = []
+    sets = params["experiment_sets"]
+    if params["experiment_set"] not in sets:
+        problems.append(f"experiment_set: {params['experiment_set']!r} is not one of {sorted(sets)}")
+    for set_name, names in sets.items():
+        for name in names:
+            if name not in params["experiments"]:
+                problems.append(f"experiment_sets.{set_name}: unknown experiment {name!r}")
+    for name, exp in params["experiments"].items():
+        dangling = [(field, table) for field, table in (("dataset", "datasets"), ("model", "models"),
+                                                        ("schedule", "schedules")) if exp[field] not in params[table]]
+        for field, table in dangling:
+            problems.append(f"experiments.{name}.{field}: {exp[field]!r} is not one of {sorted(params[table])}")
+        if dangling:
+            continue
+        model, dataset = params["models"][exp["model"]], params["datasets"][exp["dataset"]]
+        if exp["quantizer"] == "matching" and model["codes"] > model["codebook_size"]:
+            problems.append(
+                f"experiments.{name}.quantizer: matching needs L <= K, but models.{exp['model']} has "
+                f"codes (L) = {model['codes']} > codebook_size (K) = {model['codebook_size']}"
+            )
+        if model["resolution"] != dataset["resolution"]:
+            problems.append(
+                f"experiments.{name}: models.{exp['model']}.resolution = {model['resolution']} differs from "
+                f"datasets.{exp['dataset']}.resolution = {dataset['resolution']}"
+            )
+        if exp["sample"]["shards"] > exp["sample"]["n"]:
+            problems.append(f"experiments.{name}.sample.shards: more shards than samples")
+    for name, model in params["models"].items():
+        if model["resolution"] % 2 ** (len(model["ch_mult"]) - 1):
+            problems.append(f"models.{name}.resolution: {model['resolution']} is not divisible by 2^(len(ch_mult)-1)")
+        if model["width"] % model["heads"]:
+            problems.append(f"models.{name}.heads: width {model['width']} is not divisible by {model['heads']} heads")
+    for name, sched in params["schedules"].items():
+        if sched["quantize_start"] >= sched["steps"]:
+            problems.append(f"schedules.{name}.quantize_start: T_q = {sched['quantize_start']} >= steps")
+        if sched["quantize_start"] < sched["init_window"]:
+            problems.append(f"schedules.{name}.init_window: W = {sched['init_window']} exceeds T_q")
+    if problems:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{source}: {p}" for p in problems))
+    return params
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing parameter file: {path}")
+    with open(path) as f:
+        params = yaml.safe_load(f)
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return validate_params(params, source=str(path))
+
+
+def experiments_to_build(params: dict) -> list[str]:
+    return list(params["experiment_sets"][params["experiment_set"]])
+
+
+def resolve_experiment(params: dict, name: str) -> dict[str, Any]:
+    """One experiment with its dataset, model and schedule presets inlined (what a run records)."""
+    if name not in params["experiments"]:
+        raise ParamsError(f"unknown experiment {name!r}; known: {sorted(params['experiments'])}")
+    exp = dict(params["experiments"][name])
+    return {
+        "name": name,
+        **exp,
+        "dataset_name": exp["dataset"],
+        "dataset": params["datasets"][exp["dataset"]],
+        "model_name": exp["model"],
+        "model": params["models"][exp["model"]],
+        "schedule_name": exp["schedule"],
+        "schedule": params["schedules"][exp["schedule"]],
+    }
+
+
+def report_experiments(params: dict) -> dict[str, dict]:
+    """What the tables and figures need to know of each experiment in the active set."""
+    out = {}
+    for name in experiments_to_build(params):
+        exp = resolve_experiment(params, name)
+        out[name] = {
+            "dataset": exp["dataset_name"],
+            "quantizer": exp["quantizer"],
+            "paper_dataset": exp["paper_dataset"],
+            "codebook_size": exp["model"]["codebook_size"],
+            "codes": exp["model"]["codes"],
+        }
+    return out

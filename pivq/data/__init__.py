@@ -1,0 +1,19 @@
+"""Dataset preparation and loading: one prepared format (prepared.py) for every dataset."""
+
+from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, RULES, derive_binary, load_face_attributes, rules_markdown
+from pivq.data.prepared import PreparedDataset, write_prepared, write_preview
+from pivq.data.toyfaces import FACTORS, prepare_toyfaces, render_toyfaces
+
+__all__ = [
+    "BINARY_ATTRIBUTES",
+    "FACTORS",
+    "PreparedDataset",
+    "RULES",
+    "derive_binary",
+    "load_face_attributes",
+    "prepare_toyfaces",
+    "render_toyfaces",
+    "rules_markdown",
+    "write_prepared",
+    "write_preview",
+]

@@ -1,0 +1,230 @@
+"""The prepared-dataset format: one folder per dataset, the same for toyfaces, CelebA, CelebA-HQ and FFHQ.
+
+    <dir>/images.npy       uint8 (N, H, W, 3), memory-mapped on read (FFHQ 256 is 14 GB)
+    <dir>/attributes.csv   index, binary columns (0/1, empty = unknown), categorical columns (strings)
+    <dir>/split.csv        index, split ("train" or "test")
+    <dir>/manifest.json    names, counts, column lists, sha256 of the three files, source and params
+
+The manifest is written last: a folder without one is an interrupted preparation, never a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import pivq
+from pivq.io import atomic_path, read_json, sha256_file, write_json
+
+FORMAT = "pivq-prepared-v1"
+SPLITS = ("train", "test")
+DATA_FILES = ("images.npy", "attributes.csv", "split.csv")
+MANIFEST = "manifest.json"
+
+
+def write_prepared(
+    out_dir: str | os.PathLike,
+    name: str,
+    images: np.ndarray | Iterable[np.ndarray],
+    count: int,
+    resolution: int,
+    attributes: pd.DataFrame,
+    split: Sequence[str],
+    binary_attributes: list[str],
+    categorical_attributes: list[str],
+    source: dict[str, Any],
+    params: dict[str, Any],
+) -> Path:
+    """Write a prepared dataset into ``out_dir`` and return the path of its manifest.
+
+    ``images`` is one (N, H, W, 3) uint8 array or an iterable of such chunks, streamed into a memmap so a
+    large set never sits in memory. ``attributes`` holds one row per image in order, with at least the
+    named binary (0/1/NaN) and categorical columns. Everything cheap is validated before any file is made.
+    """
+    out_dir = Path(out_dir)
+    table = _attribute_table(attributes, count, binary_attributes, categorical_attributes)
+    split = _split_array(split, count)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A stale manifest would vouch for files we are about to replace.
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+
+    with atomic_path(out_dir / "images.npy", suffix=".npy") as tmp:
+        _write_images(tmp, images, count, resolution)
+    with atomic_path(out_dir / "attributes.csv") as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\n")
+    with atomic_path(out_dir / "split.csv") as tmp:
+        pd.DataFrame({"index": np.arange(count), "split": split}).to_csv(tmp, index=False, lineterminator="\n")
+
+    manifest = {
+        "format": FORMAT,
+        "dataset": name,
+        "resolution": resolution,
+        "count": count,
+        "counts": {s: int((split == s).sum()) for s in SPLITS},
+        "binary_attributes": list(binary_attributes),
+        "categorical_attributes": list(categorical_attributes),
+        "files": {f: sha256_file(out_dir / f) for f in DATA_FILES},
+        "source": source,
+        "params": params,
+        "pivq_version": pivq.__version__,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    return out_dir / MANIFEST
+
+
+def _attribute_table(
+    attributes: pd.DataFrame, count: int, binary: list[str], categorical: list[str]
+) -> pd.DataFrame:
+    """The CSV's columns in order: index, binary as nullable ints (so 1, not 1.0), categorical as strings."""
+    if len(attributes) != count:
+        raise ValueError(f"attributes has {len(attributes)} rows, expected count={count}")
+    names = list(binary) + list(categorical)
+    if "index" in names or len(set(names)) != len(names):
+        raise ValueError(f"attribute names must be unique and not 'index': {names}")
+    missing = [c for c in names if c not in attributes.columns]
+    if missing:
+        raise ValueError(f"attributes lacks columns {missing}")
+
+    table = {"index": np.arange(count)}
+    for col in binary:
+        values = pd.to_numeric(attributes[col], errors="coerce")  # anything non-numeric becomes NaN...
+        if not (values.isin([0, 1]) | attributes[col].isna()).all():  # ...and is caught here
+            raise ValueError(f"binary attribute {col!r} must hold only 0, 1 or NaN")
+        table[col] = values.astype("Int8").array  # nullable: written as 0, 1 or an empty cell
+    for col in categorical:
+        table[col] = attributes[col].to_numpy(dtype=object)
+    return pd.DataFrame(table)
+
+
+def _split_array(split: Sequence[str], count: int) -> np.ndarray:
+    split = np.asarray(split, dtype=str)
+    if split.shape != (count,):
+        raise ValueError(f"split has shape {split.shape}, expected ({count},)")
+    unknown = sorted(set(np.unique(split)) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"split holds values {unknown}; allowed: {list(SPLITS)}")
+    return split
+
+
+def _write_images(path: Path, images: np.ndarray | Iterable[np.ndarray], count: int, resolution: int) -> None:
+    shape = (count, resolution, resolution, 3)
+    chunks = [images] if isinstance(images, np.ndarray) else images
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    filled = 0
+    for chunk in chunks:
+        if chunk.dtype != np.uint8 or chunk.ndim != 4 or chunk.shape[1:] != shape[1:]:
+            raise ValueError(f"images chunk is {chunk.dtype} {chunk.shape}, expected uint8 (n, {resolution}, "
+                             f"{resolution}, 3)")
+        if filled + len(chunk) > count:
+            raise ValueError(f"images yields more than count={count} images")
+        out[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != count:
+        raise ValueError(f"images yielded {filled} images, expected count={count}")
+    out.flush()
+    del out  # close the memmap before atomic_path renames the file
+
+
+def write_preview(path: str | os.PathLike, images: np.ndarray, columns: int = 8, min_tile: int = 64) -> None:
+    """Save up to columns**2 images as a grid PNG, each tile upscaled (nearest) to at least ``min_tile`` px."""
+    images = np.asarray(images[: columns * columns])
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for k, image in enumerate(images):
+        grid[k // columns * h:(k // columns + 1) * h, k % columns * w:(k % columns + 1) * w] = image
+    factor = -(-min_tile // min(h, w))
+    grid = grid.repeat(factor, axis=0).repeat(factor, axis=1)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+class PreparedDataset:
+    """Read-only view of a prepared dataset: images stay on disk (memmap), tables are loaded on open."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        self.root = path.parent if path.name == MANIFEST else path
+        for file in (MANIFEST, *DATA_FILES):
+            if not (self.root / file).is_file():
+                raise FileNotFoundError(
+                    f"prepared dataset {self.root} lacks {file}; run the data preparation rule for it first "
+                    f"(a folder without {MANIFEST} is an interrupted preparation)"
+                )
+        self.manifest: dict[str, Any] = read_json(self.root / MANIFEST)
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{self.root / MANIFEST}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        self.images = self._open_images()
+        self.attributes = self._read_attributes()
+        self.split = self._read_split()
+
+    @property
+    def name(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def resolution(self) -> int:
+        return self.manifest["resolution"]
+
+    @property
+    def binary_attributes(self) -> list[str]:
+        return self.manifest["binary_attributes"]
+
+    @property
+    def categorical_attributes(self) -> list[str]:
+        return self.manifest["categorical_attributes"]
+
+    def __len__(self) -> int:
+        return self.manifest["count"]
+
+    def indices(self, split: str) -> np.ndarray:
+        """Image indices (int64, ascending) of one split."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+    def verify(self) -> None:
+        """Recompute every file's sha256 against the manifest (slow on big sets, so not done on open)."""
+        for file, expected in self.manifest["files"].items():
+            if sha256_file(self.root / file) != expected:
+                raise ValueError(f"{self.root / file} does not match the sha256 in its manifest")
+
+    # The memmap is reopened rather than pickled, so spawned DataLoader workers never copy the images.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "images"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.images = self._open_images()
+
+    def _open_images(self) -> np.ndarray:
+        images = np.load(self.root / "images.npy", mmap_mode="r")
+        expected = (len(self), self.resolution, self.resolution, 3)
+        if images.shape != expected or images.dtype != np.uint8:
+            raise ValueError(f"{self.root / 'images.npy'} is {images.dtype} {images.shape}, manifest says uint8 "
+                             f"{expected}")
+        return images
+
+    def _read_attributes(self) -> pd.DataFrame:
+        path = self.root / "attributes.csv"
+        dtypes = {c: float for c in self.binary_attributes} | {c: str for c in self.categorical_attributes}
+        # Only empty cells are unknown: a category literally named "NA" or "None" stays a string.
+        table = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=[""])
+        expected = ["index", *self.binary_attributes, *self.categorical_attributes]
+        if list(table.columns) != expected or not np.array_equal(table["index"], np.arange(len(self))):
+            raise ValueError(f"{path} does not match its manifest (columns {expected}, index 0..{len(self) - 1})")
+        return table.set_index("index")
+
+    def _read_split(self) -> np.ndarray:
+        path = self.root / "split.csv"
+        table = pd.read_csv(path, dtype={"split": str}, keep_default_na=False)
+        if list(table.columns) != ["index", "split"] or not np.array_equal(table["index"], np.arange(len(self))):
+            raise ValueError(f"{path} does not match its manifest (columns index,split; index 0..{len(self) - 1})")
+        return _split_array(table["split"].to_numpy(), len(self))

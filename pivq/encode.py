@@ -1,0 +1,66 @@
+"""Running a trained model over a prepared dataset: every image's code set, and reconstruction error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pivq.io import atomic_path
+from pivq.model import PIVQ
+from pivq.train.loop import to_float
+
+
+def _batches(n: int, batch_size: int, desc: str, progress: bool):
+    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, mininterval=5):
+        yield slice(start, min(start + batch_size, n))
+
+
+@torch.no_grad()
+def encode_images(model: PIVQ, images: np.ndarray, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Code sets (N, L) as sorted codebook indices, int32, for uint8 images (N, H, W, 3)."""
+    dev = next(model.parameters()).device
+    out = np.empty((len(images), model.cfg.codes), dtype=np.int32)
+    for sl in _batches(len(images), batch_size, "encode", progress):
+        out[sl] = model.codes_of(to_float(images[sl], dev)).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def reconstruction_l1(model: PIVQ, images: np.ndarray, batch_size: int = 256) -> dict:
+    """Mean absolute error (pixels in [-1, 1]) of the quantized reconstructions of ``images``, beside a
+    constant-image baseline (the mean image of the same set: the best constant in L2, a fair floor in L1)."""
+    dev = next(model.parameters()).device
+    total, n = 0.0, 0
+    mean_image = torch.zeros(3, model.cfg.resolution, model.cfg.resolution, dtype=torch.float64)
+    for sl in _batches(len(images), batch_size, "reconstruct", False):
+        x = to_float(images[sl], dev)
+        rec = model.decode_indices(model.codes_of(x))
+        total += (rec - x).abs().sum().item()
+        n += x.numel()
+        mean_image += x.double().sum(0).cpu()
+    mean_image /= len(images)
+    baseline = 0.0
+    for sl in _batches(len(images), batch_size, "baseline", False):
+        baseline += (to_float(images[sl], torch.device("cpu")).double() - mean_image).abs().sum().item()
+    return {"test_l1": total / n, "constant_baseline_l1": baseline / n, "n_images": len(images)}
+
+
+def save_codes(path: str | Path, codes: np.ndarray, split: np.ndarray, codebook_size: int) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, codes=codes, split=split.astype("U5"), codebook_size=np.int64(codebook_size))
+
+
+def load_codes(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(codes (N, L), split (N,), K) from a codes.npz written by save_codes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing codes file: {path} (run the encode rule)")
+    with np.load(path) as f:
+        missing = {"codes", "split", "codebook_size"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path}: not a codes file (missing arrays {sorted(missing)})")
+        return f["codes"], f["split"], int(f["codebook_size"])

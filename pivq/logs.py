@@ -1,0 +1,34 @@
+"""Send a stage's logging, warnings, stdout and stderr (tqdm bars included) to its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def to_file(path: str | os.PathLike | None) -> Iterator[None]:
+    """Everything the block prints or logs goes to ``path`` (appended, so a resumed job keeps its history).
+
+    With ``path=None`` the output stays on the terminal and only logging is configured.
+    """
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if path is None:
+        logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr, force=True)
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        logging.basicConfig(level=logging.INFO, format=fmt, stream=f, force=True)
+        logging.captureWarnings(True)
+        try:
+            yield
+        except BaseException:
+            logging.getLogger("pivq").exception("stage failed")
+            raise
+        finally:
+            logging.captureWarnings(False)

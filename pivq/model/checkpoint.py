@@ -1,0 +1,58 @@
+"""Reading and writing trained models, below both training and evaluation.
+
+A model file holds plain tensors and a config dict, so it loads with ``torch.load(weights_only=True)``:
+no pickled code runs when a checkpoint is read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from pivq.io import atomic_path
+from pivq.model.pivq import PIVQ, ModelConfig
+
+FORMAT = "pivq-model-v1"
+
+
+def save_model(path: str | os.PathLike, model: PIVQ, ema: PIVQ, meta: dict) -> None:
+    """Raw and EMA weights side by side; evaluation uses the EMA weights."""
+    payload = {
+        "format": FORMAT,
+        "config": model.cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "ema_state_dict": ema.state_dict(),
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, expect: str = FORMAT) -> dict:
+    """torch.load with weights only, and errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing checkpoint: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign files fail in many ways inside torch.load
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != expect:
+        raise ValueError(f"{path} is not a {expect} checkpoint")
+    return payload
+
+
+def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | None = None) -> PIVQ:
+    """The model saved at ``path`` in eval mode (EMA weights unless ``ema=False``).
+
+    ``expect_config`` (a ModelConfig dict) rejects a checkpoint trained with another architecture.
+    """
+    payload = read_checkpoint(path)
+    if expect_config is not None and payload["config"] != expect_config:
+        diff = sorted(k for k in expect_config if payload["config"].get(k) != expect_config[k])
+        raise ValueError(f"{path} was trained with another model configuration (differs in: {', '.join(diff)})")
+    model = PIVQ(ModelConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["ema_state_dict" if ema else "state_dict"])
+    return model.eval()

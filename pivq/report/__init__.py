@@ -1,0 +1,80 @@
+"""Tables and figures from the metrics files under ``results/metrics/<experiment>/``.
+
+This module holds the one thing tables and figures share: reading those files. Every input is
+optional (an experiment may not have reached a stage), so a missing file reads as ``None``; a file
+that exists but is malformed raises an error naming its path, because silently skipping it would
+publish a table with a hole nobody notices.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pivq.io import read_json
+
+# File name -> keys a reader relies on.
+REQUIRED_KEYS = {
+    "capacity.json": ("quantizer", "K", "L", "k_data", "k_img_max", "bits", "equation", "conventional_vq_bits"),
+    "probe.json": ("folds", "attributes"),
+    "fidelity.json": ("feature_extractor", "n_fake", "fid", "precision", "recall", "density", "coverage"),
+    "training.json": ("steps",),
+}
+PROBE_ATTRIBUTE_KEYS = ("name", "accuracy_mean", "accuracy_std", "baseline")
+
+
+def metrics_json(metrics_dir: Path, experiment: str, name: str) -> dict[str, Any] | None:
+    """``<metrics_dir>/<experiment>/<name>`` as a dict, or None if absent; ValueError if malformed."""
+    path = Path(metrics_dir) / experiment / name
+    if not path.exists():
+        return None
+    data = read_json(path)  # names the path on invalid JSON
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS.get(name, ()) if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
+    if name == "probe.json":
+        for i, row in enumerate(data["attributes"]):
+            lacking = [k for k in PROBE_ATTRIBUTE_KEYS if k not in row]
+            if lacking:
+                raise ValueError(f"{path}: attributes[{i}] is missing keys {lacking}")
+    return data
+
+
+def training_log(metrics_dir: Path, experiment: str) -> pd.DataFrame | None:
+    """The experiment's ``training_log.csv``, or None if absent; ValueError if unreadable or step-less."""
+    path = Path(metrics_dir) / experiment / "training_log.csv"
+    if not path.exists():
+        return None
+    try:
+        log = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV: {err}") from None
+    if "step" not in log.columns:
+        raise ValueError(f"{path}: no 'step' column (columns: {list(log.columns)})")
+    return log
+
+
+def interpolation_paths(metrics_dir: Path, experiment: str) -> np.ndarray | None:
+    """``images`` of ``interpolation_paths.npz``, uint8 (pairs, paths, steps, H, W, 3), or None if absent."""
+    path = Path(metrics_dir) / experiment / "interpolation_paths.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images = archive["images"]
+    except KeyError:
+        raise ValueError(f"{path}: no array named 'images'") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable .npz archive: {err}") from None
+    if images.dtype != np.uint8 or images.ndim != 6 or images.shape[-1] != 3 or images.shape[2] < 2:
+        raise ValueError(
+            f"{path}: 'images' must be uint8 (pairs, paths, steps>=2, H, W, 3), "
+            f"got {images.dtype} {images.shape}"
+        )
+    return images

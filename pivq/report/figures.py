@@ -1,0 +1,218 @@
+"""Figures 1, 4 and 5 of the paper from this pipeline's outputs, plus training curves.
+
+Figures are drawn on bare ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot state) under
+matplotlib's default style with a fixed font, and saved without timestamps or version strings, so the
+same inputs give the same bytes on every run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pivq.analysis.capacity import conventional_vq_bits, matching_bits, nearest_bits, pi_upper_bound_bits
+from pivq.io import atomic_path
+from pivq.report import interpolation_paths, metrics_json, training_log
+from pivq.report import paper_values as paper
+
+STYLE = {
+    "font.family": "DejaVu Sans",  # ships with matplotlib, so present everywhere
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "legend.fontsize": 7,
+    "svg.hashsalt": "pivq",
+}
+# PDF and PNG writers stamp the date and matplotlib's version unless told not to.
+METADATA = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None}, "png": {"Software": None}}
+
+# Figure 4's settings: the paper's CelebA-HQ model.
+FIG4_K = paper.TABLE2_K
+FIG4_K_IMG = paper.TABLE2[0]["k_img_max"]
+FIG4_L_MAX = 1024
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()  # ignore any user matplotlibrc
+        matplotlib.rcParams.update(STYLE)
+        yield
+
+
+def _save(fig: Figure, out_dir: Path, name: str, dpi: int, formats: Sequence[str]) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{name}.{fmt}"
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=METADATA.get(fmt))
+        paths.append(path)
+    return paths
+
+
+# --- Figure 1 ------------------------------------------------------------------------------------
+
+def _mosaic(images: np.ndarray, gap: int, pair_gap: int) -> np.ndarray:
+    """Tile (pairs, paths, steps, H, W, 3) into one image: a row per path, extra space between pairs."""
+    pairs, paths, steps, h, w, _ = images.shape
+    height = pairs * paths * h + (pairs * paths - 1) * gap + (pairs - 1) * (pair_gap - gap)
+    width = steps * w + (steps - 1) * gap
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    y = 0
+    for p in range(pairs):
+        for q in range(paths):
+            for s in range(steps):
+                x = s * (w + gap)
+                canvas[y:y + h, x:x + w] = images[p, q, s]
+            y += h + (pair_gap if q == paths - 1 else gap)
+    return canvas
+
+
+def figure1(images: np.ndarray, experiment: str, paths_per_pair: int = 2) -> Figure:
+    """Rows of interpolation paths, sources at both ends, two paths per pair (paper's Figure 1)."""
+    images = images[:, :paths_per_pair]
+    pairs, paths, steps, h, w, _ = images.shape
+    gap = max(1, h // 32)
+    mosaic = _mosaic(images, gap, pair_gap=4 * gap)
+    width_in = 6.5
+    fig = Figure(figsize=(width_in, width_in * mosaic.shape[0] / mosaic.shape[1] + 0.45))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / fig.get_figheight()))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    fig.suptitle(f"Interpolation paths ({experiment}): source images at left and right, "
+                 f"{paths} paths per pair", y=0.995, va="top")
+    return fig
+
+
+# --- Figure 4 ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)  # exact big-integer binomials: compute the 1024-point curves once
+def capacity_curves(K: int = FIG4_K, k_img: int = FIG4_K_IMG, l_max: int = FIG4_L_MAX) -> dict[str, np.ndarray]:
+    """Bits against L = 1..l_max for the three approaches of Figure 4 and the PI bound with repeats.
+
+    Below L = k_img an image cannot hold k_img distinct codes, so the nearest curve uses min(k_img, L).
+    """
+    lengths = np.arange(1, l_max + 1)
+    return {
+        "L": lengths,
+        "conventional": np.array([conventional_vq_bits(K, L) for L in lengths]),
+        "nearest": np.array([nearest_bits(K, min(k_img, L), L) for L in lengths]),
+        "matching": np.array([matching_bits(K, L) for L in lengths]),
+        "upper_bound": np.array([pi_upper_bound_bits(K, L) for L in lengths]),
+    }
+
+
+def figure4(runs: list[tuple[str, dict]]) -> Figure:
+    """Capacity against code length at K = 4096 (paper's Figure 4), with our runs' measured points."""
+    curves = capacity_curves()
+    fig = Figure(figsize=(4.8, 3.4))
+    ax = fig.add_subplot()
+    L = curves["L"]
+    ax.plot(L, curves["conventional"], color="tab:gray", label="standard VQ: L log2 K")
+    ax.plot(L, curves["upper_bound"], color="tab:gray", ls=":", label="PI-VQ bound with repeats: log2 C(K+L-1, L)")
+    ax.plot(L, curves["matching"], color="tab:blue", label="PI-VQ matching (eq. 4)")
+    ax.plot(L, curves["nearest"], color="tab:orange", label=f"PI-VQ nearest, K_img={FIG4_K_IMG} (eq. 2)")
+    reported = [(paper.TABLE2_L, row["bits"]) for row in paper.TABLE2]
+    ax.plot(*zip(*reported), ls="none", marker="x", color="tab:red", label="paper, Table 2 (as printed)")
+    markers = {"matching": "o", "nearest": "s", "sinkhorn": "^"}
+    for name, cap in runs:
+        ax.plot([cap["L"]], [cap["bits"]], ls="none", marker=markers.get(cap["quantizer"], "D"), color="black",
+                mfc="none", label=f"run {name}: {cap['quantizer']}, K={cap['K']}, K_img={cap['k_img_max']}")
+    ax.set_yscale("log")
+    ax.set_xlim(0, FIG4_L_MAX)
+    ax.set_xlabel("code length L")
+    ax.set_ylabel("capacity (bits per image)")
+    ax.set_title(f"Information capacity against code length (curves: K = {FIG4_K})")
+    ax.grid(True, which="major", lw=0.4, alpha=0.5)
+    ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# --- Figure 5 ------------------------------------------------------------------------------------
+
+def figure5(probe: dict, experiment: str, top: int) -> Figure:
+    """Probe accuracy (mean +- std over folds) beside the majority baseline, most predictable first."""
+    rows = probe["attributes"][:top]  # probe_attributes sorts by gain over the baseline
+    x = np.arange(len(rows))
+    width = 0.4
+    fig = Figure(figsize=(max(3.5, 0.38 * len(rows) + 1.2), 3.4))
+    ax = fig.add_subplot()
+    ax.bar(x - width / 2, [r["accuracy_mean"] for r in rows], width, yerr=[r["accuracy_std"] for r in rows],
+           capsize=2, color="tab:blue", error_kw={"lw": 0.8}, label="logistic regression on code presence")
+    ax.bar(x + width / 2, [r["baseline"] for r in rows], width, color="tab:gray",
+           label="baseline (majority class)")
+    ax.set_xticks(x, [r["name"] for r in rows], rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel(f"accuracy ({probe['folds']}-fold cross-validation)")
+    ax.set_title(f"Attribute probe ({experiment}): top {len(rows)} by gain over baseline")
+    ax.legend(loc="upper right", ncols=2, frameon=False)
+    ax.grid(True, axis="y", lw=0.4, alpha=0.5)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
+
+
+# --- training curves -------------------------------------------------------------------------------
+
+TRAINING_PANELS = (("l1", "reconstruction L1"), ("loss", "total loss"), ("k_data", "codes used (K_data)"))
+
+
+def training_curves(logs: list[tuple[str, pd.DataFrame]]) -> Figure:
+    """L1, loss and codebook usage against step, one line per experiment; panels with no data are left out."""
+    panels = [(col, title) for col, title in TRAINING_PANELS if any(col in log.columns for _, log in logs)]
+    fig = Figure(figsize=(3.0 * max(1, len(panels)), 2.8))
+    for i, (col, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for name, log in logs:
+            if col in log.columns:
+                ax.plot(log["step"], log[col], lw=0.9, label=name)
+        if col in ("l1", "loss"):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(True, lw=0.4, alpha=0.5)
+        if i == 0:
+            ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+def build_figures(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path, dpi: int = 150,
+                  formats: Sequence[str] = ("png", "pdf"), top_attributes: int = 15) -> list[Path]:
+    """Write every figure whose inputs exist; return the paths written (Figure 4 is always drawn)."""
+    metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
+    drawn: list[tuple[str, Callable[[], Figure]]] = []
+
+    for name in experiments:
+        images = interpolation_paths(metrics_dir, name)
+        if images is not None:
+            drawn.append(("figure1_interpolations", lambda images=images, name=name: figure1(images, name)))
+            break
+
+    runs = [(n, c) for n in experiments if (c := metrics_json(metrics_dir, n, "capacity.json")) is not None]
+    drawn.append(("figure4_capacity", lambda: figure4(runs)))
+
+    for name in experiments:
+        probe = metrics_json(metrics_dir, name, "probe.json")
+        if probe is not None and probe["attributes"]:
+            drawn.append((f"figure5_probe_{name}", lambda p=probe, n=name: figure5(p, n, top_attributes)))
+
+    logs = [(n, log) for n in experiments if (log := training_log(metrics_dir, n)) is not None]
+    if logs:
+        drawn.append(("training_curves", lambda: training_curves(logs)))
+
+    written = []
+    with _style():
+        for stem, draw in drawn:
+            written += _save(draw(), out_dir, stem, dpi, formats)
+    return written

@@ -1,0 +1,140 @@
+"""Interpolation-based sampling (paper section 3.5, Algorithm 1) and its sharded generation.
+
+A new image is the decoding of a new code set built from the code sets of two dataset images: their
+intersection, topped up to L codes by a uniform draw without replacement from their symmetric difference.
+One decoder pass per batch; no prior over codes is learned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pivq.io import atomic_path
+from pivq.model import PIVQ
+
+
+def _check_set(codes: torch.Tensor, name: str) -> None:
+    if codes.ndim != 1 or codes.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be a 1-D integer tensor of codebook indices, got {codes.dtype} {tuple(codes.shape)}")
+    if torch.unique(codes).numel() != codes.numel():
+        raise ValueError(f"{name} holds repeated codes: Algorithm 1 needs a set (matching quantization)")
+
+
+def _split(codes_a: torch.Tensor, codes_b: torch.Tensor):
+    _check_set(codes_a, "codes_a")
+    _check_set(codes_b, "codes_b")
+    if len(codes_a) != len(codes_b):
+        raise ValueError(f"code sets of different sizes: {len(codes_a)} and {len(codes_b)}")
+    in_b = torch.isin(codes_a, codes_b)
+    return codes_a[in_b], codes_a[~in_b], codes_b[~torch.isin(codes_b, codes_a)]  # C_c, R_a, R_b
+
+
+def interpolate(codes_a: torch.Tensor, codes_b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Algorithm 1: C_c = C_a & C_b, then L - |C_c| codes drawn uniformly without replacement from C_a ^ C_b."""
+    common, only_a, only_b = _split(codes_a, codes_b)
+    exclusive = torch.cat([only_a, only_b])
+    draw = torch.randperm(len(exclusive), generator=generator)[: len(codes_a) - len(common)]
+    return torch.cat([common, exclusive[draw]])
+
+
+def smooth_path(codes_a: torch.Tensor, codes_b: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """The smooth interpolation of section 3.5 for one random pair of permutations R'_a, R'_b.
+
+    C^t = C_c + first t of R'_a + last |R| - t of R'_b; returned for t = |R|, ..., 0, i.e. from C_a to C_b
+    (the endpoints included), one code swapped per step.
+    """
+    common, only_a, only_b = _split(codes_a, codes_b)
+    ra = only_a[torch.randperm(len(only_a), generator=generator)]
+    rb = only_b[torch.randperm(len(only_b), generator=generator)]
+    r = len(ra)
+    return [torch.cat([common, ra[:t], rb[t:]]) for t in range(r, -1, -1)]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Model output (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of sample ``index``: each sample depends only on (seed, index), not on sharding."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_pairs(n_images: int, n: int, seed: int) -> np.ndarray:
+    """n pairs (a, b) of distinct image positions in [0, n_images), uniform over ordered pairs."""
+    if n_images < 2:
+        raise ValueError(f"interpolation needs at least 2 training images, got {n_images}")
+    rng = np.random.default_rng(seed)
+    a = rng.integers(n_images, size=n)
+    b = (a + rng.integers(1, n_images, size=n)) % n_images  # uniform over the others
+    return np.stack([a, b], axis=1)
+
+
+def shard_range(n: int, shards: int, shard: int) -> range:
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is outside 0..{shards - 1}")
+    return range(shard * n // shards, (shard + 1) * n // shards)
+
+
+@torch.no_grad()
+def generate_shard(model: PIVQ, train_codes: np.ndarray, n: int, shards: int, shard: int, seed: int,
+                   batch_size: int, progress: bool = True) -> dict[str, np.ndarray]:
+    """Samples ``shard_range(n, shards, shard)`` of an n-sample set: images uint8 (m, H, W, 3), the pairs of
+    training-image positions they interpolate, and their global sample indices."""
+    dev = next(model.parameters()).device
+    pairs = draw_pairs(len(train_codes), n, seed)
+    indices = np.array(shard_range(n, shards, shard))
+    codes = torch.from_numpy(train_codes).long()
+    out = np.empty((len(indices), model.cfg.resolution, model.cfg.resolution, 3), dtype=np.uint8)
+    for start in tqdm(range(0, len(indices), batch_size), desc=f"sample shard {shard}", disable=not progress,
+                      mininterval=5):
+        batch = indices[start : start + batch_size]
+        sets = [interpolate(codes[pairs[i, 0]], codes[pairs[i, 1]], sample_generator(seed, int(i))) for i in batch]
+        out[start : start + len(batch)] = to_uint8(model.decode_indices(torch.stack(sets).to(dev)))
+    return {"images": out, "pairs": pairs[indices], "sample_index": indices}
+
+
+def save_shard(path: str | Path, shard: dict[str, np.ndarray]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **shard)
+
+
+def load_sample_images(paths: list[str | Path]) -> np.ndarray:
+    """All images of the given shards, in order, as one uint8 array."""
+    parts = []
+    for p in paths:
+        try:
+            with np.load(p) as f:
+                parts.append(f["images"])
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{p}: not a readable sample shard ({err})") from None
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def interpolation_paths(model: PIVQ, codes: np.ndarray, images: np.ndarray, pairs: int, paths: int, steps: int,
+                        seed: int) -> np.ndarray:
+    """Figure 1: for ``pairs`` random image pairs, ``paths`` smooth paths each, ``steps`` decoded code sets
+    evenly spaced along the path (its two ends included), with the two source images at both ends.
+
+    Returns uint8 (pairs, paths, steps + 2, H, W, 3). ``codes`` and ``images`` are of the same images.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    chosen = torch.randperm(len(codes), generator=gen)[: 2 * pairs].reshape(pairs, 2).numpy()
+    rows = []
+    for a, b in chosen:
+        row = []
+        for _ in range(paths):
+            path = smooth_path(torch.from_numpy(codes[a]).long(), torch.from_numpy(codes[b]).long(), gen)
+            pick = np.linspace(0, len(path) - 1, steps).round().astype(int)
+            decoded = to_uint8(model.decode_indices(torch.stack([path[i] for i in pick]).to(dev)))
+            row.append(np.concatenate([images[a][None], decoded, images[b][None]]))
+        rows.append(np.stack(row))
+    return np.stack(rows)

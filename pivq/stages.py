@@ -1,0 +1,193 @@
+"""The pipeline's stages, one function each: files in, files out.
+
+Snakemake's scripts (workflow/scripts) and the ``pivq`` CLI both call these, so a stage runs the same way on
+a laptop, in a cluster job and by hand. Nothing passes between stages in memory. Heavy imports happen inside
+the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pivq.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def prepare_dataset(name: str, dataset: dict, out_dir: str | Path) -> Path:
+    """Raw data (or the toyfaces generator) -> the prepared format in ``out_dir``."""
+    if dataset["kind"] == "toyfaces":
+        from pivq.data import prepare_toyfaces
+
+        return prepare_toyfaces(out_dir, resolution=dataset["resolution"], n_train=dataset["n_train"],
+                                n_test=dataset["n_test"], seed=dataset["seed"], name=name)
+    raise NotImplementedError(
+        f"datasets.{name}: preparing {dataset['kind']!r} from {dataset.get('root')} is not implemented yet "
+        "(tracked in issue 5); only the embedded toyfaces dataset can be prepared"
+    )
+
+
+def train_feature_extractor(dataset_dir: str | Path, extractor: dict, out_path: str | Path,
+                            summary_path: str | Path, threads: int = 1) -> dict:
+    """The toyfaces feature extractor for FID/PRDC: a CNN trained on the train split's categorical attributes."""
+    import pandas as pd
+
+    from pivq.data import PreparedDataset
+    from pivq.metrics import train_extractor
+
+    data = PreparedDataset(dataset_dir)
+    idx = data.indices("train")
+    labels, class_names = {}, {}
+    for column in data.categorical_attributes:
+        values = data.attributes[column].iloc[idx]
+        categories = sorted(values.dropna().unique())
+        labels[column] = pd.Categorical(values, categories=categories).codes.astype(np.int64)
+        class_names[column] = [str(c) for c in categories]
+    summary = train_extractor(np.asarray(data.images[idx]), labels, out_path, steps=extractor["steps"],
+                              batch_size=extractor["batch_size"], lr=extractor["lr"], seed=extractor["seed"],
+                              threads=threads, class_names=class_names)
+    write_json(summary_path, {"dataset": data.name, "extractor": extractor["name"], **summary})
+    return summary
+
+
+def train_model(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, training_json: str | Path,
+                training_csv: str | Path, threads: int = 1) -> dict:
+    """Train (or resume) one experiment; record its reconstruction error on the test split."""
+    from pivq.data import PreparedDataset
+    from pivq.encode import reconstruction_l1
+    from pivq.model.checkpoint import load_model
+    from pivq.train import train, write_training_metrics
+
+    summary = train(experiment, dataset_dir, run_dir, threads=threads)
+    data = PreparedDataset(dataset_dir)
+    model = load_model(Path(run_dir) / "model.pt")
+    evaluation = reconstruction_l1(model, data.images[data.indices("test")])
+    log.info("test L1 %.4f (constant-image baseline %.4f)", evaluation["test_l1"], evaluation["constant_baseline_l1"])
+    write_training_metrics(summary, {"experiment": experiment["name"], **evaluation}, Path(training_json),
+                           Path(training_csv))
+    return evaluation
+
+
+def encode_dataset(model_path: str | Path, dataset_dir: str | Path, codes_path: str | Path, threads: int = 1) -> None:
+    """Every image of the dataset -> its code set (codes.npz: codes (N, L), split (N,), K)."""
+    import torch
+
+    from pivq.data import PreparedDataset
+    from pivq.encode import encode_images, save_codes
+    from pivq.model.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    model = load_model(model_path)
+    data = PreparedDataset(dataset_dir)
+    codes = encode_images(model, data.images)
+    save_codes(codes_path, codes, data.split, model.cfg.codebook_size)
+
+
+def sample_shard(model_path: str | Path, codes_path: str | Path, sample: dict, shard: int, out_path: str | Path,
+                 threads: int = 1) -> None:
+    """One shard of the interpolation samples (Algorithm 1) between pairs of training images."""
+    import torch
+
+    from pivq.encode import load_codes
+    from pivq.model.checkpoint import load_model
+    from pivq.sample import generate_shard, save_shard
+
+    torch.set_num_threads(threads)
+    codes, split, _ = load_codes(codes_path)
+    model = load_model(model_path)
+    result = generate_shard(model, codes[split == "train"], n=sample["n"], shards=sample["shards"], shard=shard,
+                            seed=sample["seed"], batch_size=sample["batch_size"])
+    save_shard(out_path, result)
+
+
+def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path,
+                              figure1: dict, out_path: str | Path) -> None:
+    """Figure 1's smooth interpolation paths between test images, decoded (uint8 array in an npz)."""
+    from pivq.data import PreparedDataset
+    from pivq.encode import load_codes
+    from pivq.io import atomic_path
+    from pivq.model.checkpoint import load_model
+    from pivq.sample import interpolation_paths
+
+    codes, split, _ = load_codes(codes_path)
+    data = PreparedDataset(dataset_dir)
+    test = data.indices("test")
+    images = interpolation_paths(load_model(model_path), codes[test], np.asarray(data.images[test]),
+                                 pairs=figure1["pairs"], paths=figure1["paths"], steps=figure1["steps"],
+                                 seed=figure1["seed"])
+    with atomic_path(out_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, images=images)
+
+
+def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard_paths: list[str | Path],
+             dataset_dir: str | Path, extractor_weights: str | Path | None, out_path: str | Path,
+             threads: int = 1) -> dict:
+    """FID, precision, recall, density, coverage of the samples against training images."""
+    import torch
+
+    from pivq.data import PreparedDataset
+    from pivq.metrics import compute_fidelity
+    from pivq.sample import load_sample_images
+
+    torch.set_num_threads(threads)
+    fake = load_sample_images(shard_paths)
+    data = PreparedDataset(dataset_dir)
+    train = data.indices("train")
+    rng = np.random.default_rng(metrics["seed"])
+    real_idx = np.sort(rng.choice(train, size=min(metrics["n_real"], len(train)), replace=False))
+    result = compute_fidelity(np.asarray(data.images[real_idx]), fake, extractor=extractor["name"],
+                              weights_path=extractor_weights, nearest_k=metrics["nearest_k"],
+                              batch_size=metrics["batch_size"], seed=metrics["seed"],
+                              device="cuda" if torch.cuda.is_available() else "cpu")
+    result.pop("feature_extractor_weights_file", None)  # a local path, not a result (its sha256 stays)
+    result = {"experiment": name, "dataset": dataset_name, "real_split": "train", **result}
+    write_json(out_path, result)
+    return result
+
+
+def capacity(name: str, dataset_name: str, quantizer: str, codes_path: str | Path, out_path: str | Path) -> dict:
+    """Codebook usage (K_data, K_img) of the trained run and the capacity bounds of eqs. 2 and 4."""
+    from pivq.analysis.capacity import capacity_report
+    from pivq.encode import load_codes
+
+    codes, _, K = load_codes(codes_path)
+    report = capacity_report(codes, K, codes.shape[1], quantizer)
+    result = {"experiment": name, "dataset": dataset_name, "quantizer": quantizer, **report}
+    write_json(out_path, result)
+    return result
+
+
+def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, dataset_dir: str | Path,
+          out_path: str | Path) -> dict:
+    """Section 3.8: logistic regression from code presence to each binary attribute, k-fold CV."""
+    from pivq.analysis.probe import probe_attributes
+    from pivq.data import PreparedDataset
+    from pivq.encode import load_codes
+
+    codes, _, K = load_codes(codes_path)
+    data = PreparedDataset(dataset_dir)
+    result = probe_attributes(codes, K, data.attributes, list(data.binary_attributes), folds=settings["folds"],
+                              seed=settings["seed"])
+    result = {"experiment": name, "dataset": dataset_name, **result}
+    write_json(out_path, result)
+    return result
+
+
+def report_tables(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Tables 1-3 and paper-vs-reproduced from results/metrics (``experiments``: config.report_experiments)."""
+    from pivq.report.tables import build_tables
+
+    return build_tables(experiments, Path(metrics_dir), Path(out_dir), formats=report["tables"]["formats"])
+
+
+def report_figures(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Figures 1, 4, 5 and the training curves from results/metrics."""
+    from pivq.report.figures import build_figures
+
+    fig = report["figures"]
+    return build_figures(experiments, Path(metrics_dir), Path(out_dir), dpi=fig["dpi"], formats=fig["formats"],
+                         top_attributes=fig["top_attributes"])

@@ -1,0 +1,45 @@
+"""Training state on disk: everything needed to resume a run exactly where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pivq.io import atomic_path
+from pivq.model.checkpoint import read_checkpoint
+
+FORMAT = "pivq-train-state-v1"
+
+
+def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator, history: list[torch.Tensor],
+               rows: list[dict], init_log: list[dict], step: int, config: dict, window_codes: list[torch.Tensor],
+               window_sums: dict) -> None:
+    payload = {
+        "format": FORMAT,
+        "config": config,
+        "step": step,
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "history": history,  # encoder outputs of the last W steps, for a codebook (re-)initialisation
+        "rows": rows,
+        "init_log": init_log,
+        "window_codes": window_codes,
+        "window_sums": window_sums,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_state(path: Path, config: dict) -> dict:
+    """The saved state; a state from another model configuration is refused, naming what differs."""
+    state = read_checkpoint(path, expect=FORMAT)
+    if state["config"] != config:
+        diff = sorted(k for k in config if state["config"].get(k) != config[k])
+        raise ValueError(
+            f"{path} holds a run of another model configuration (differs in: {', '.join(diff)}); "
+            "delete it to start over"
+        )
+    return state

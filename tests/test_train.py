@@ -1,0 +1,232 @@
+"""The training loop on a tiny toyfaces set: outputs, delayed codebook initialisation, exact resumption,
+preemption, and the errors that stop a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pivq.train.loop as loop
+from pivq.encode import reconstruction_l1
+from pivq.model import PIVQ
+from pivq.model.checkpoint import load_model, read_checkpoint
+from pivq.train import LOSSES, Preempted, train
+from pivq.train.state import FORMAT as STATE_FORMAT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"steps_per_s"}  # the one log column that differs between identical runs
+
+
+def _run(experiment: dict, dataset: Path, run_dir: Path) -> dict:
+    return train(experiment, dataset, run_dir, threads=1, device="cpu", progress=False)
+
+
+def _sigterm_at(monkeypatch, step: int) -> None:
+    """Send SIGTERM to this process during training step ``step`` (1-based), from inside the loop."""
+    calls = {"n": 0}
+    original = loop.ema_update
+
+    def ema_update(ema, model, beta):
+        original(ema, model, beta)
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(loop, "ema_update", ema_update)
+
+
+def _rows(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _assert_same_model_file(a: Path, b: Path) -> None:
+    pa, pb = read_checkpoint(a), read_checkpoint(b)
+    assert pa["config"] == pb["config"]
+    for key in ("state_dict", "ema_state_dict"):
+        assert pa[key].keys() == pb[key].keys()
+        for name, tensor in pa[key].items():
+            assert torch.equal(tensor, pb[key][name]), f"{key}.{name} differs"
+    assert pa["meta"] == pb["meta"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(make_experiment, toyfaces16, tmp_path_factory):
+    """An uninterrupted 60-step run (T_q = 20, W = 4, two initialisations): run A of the resume tests."""
+    experiment = make_experiment()
+    run_dir = tmp_path_factory.mktemp("run_a")
+    summary = _run(experiment, toyfaces16, run_dir)
+    return experiment, run_dir, summary
+
+
+def test_tiny_run_writes_its_outputs(tiny_run):
+    experiment, run_dir, summary = tiny_run
+    for name in ("model.pt", "options.json", "train_log.csv", "checkpoints/latest.pt"):
+        assert (run_dir / name).is_file(), name
+    assert summary["steps"] == 60 and summary["losses"] == LOSSES
+
+    options = json.loads((run_dir / "options.json").read_text())
+    assert options["experiment"] == json.loads(json.dumps(experiment))
+    assert options["losses"] == LOSSES and options["threads"] == 1
+
+    log = pd.read_csv(run_dir / "train_log.csv")
+    assert set(loop.LOG_COLUMNS) <= set(log.columns)
+    assert log["step"].tolist() == [10, 20, 30, 40, 50, 60]
+    assert log["quantized"].tolist() == [0, 0, 1, 1, 1, 1]
+    assert np.allclose(log["l1"], [r["l1"] for r in summary["log"]], rtol=1e-5)
+    assert np.isfinite(log[["loss", "l1", "vq"]].to_numpy()).all()
+    assert (log["vq"][:2] == 0).all() and (log["vq"][2:] > 0).all()
+    assert (log["k_data"][:2] == 0).all()
+    # matching: every image holds L distinct codes once quantized
+    assert (log["k_img_max"][2:] == 8).all() and (log["k_img_mean"][2:] == 8).all()
+    assert (log["k_data"][2:] >= 8).all() and (log["k_data"][2:] <= 32).all()
+
+
+def test_codebook_initialised_at_tq_and_again_after_w(tiny_run, toyfaces16):
+    experiment, run_dir, summary = tiny_run
+    inits = summary["codebook_inits"]
+    assert [i["step"] for i in inits] == [20, 24]  # T_q and T_q + W
+    # k-means++ over the encoder outputs of the last W = 4 steps: 4 x batch 8 x L 8 vectors
+    assert all(i["window"] == 4 and i["vectors"] == 4 * 8 * 8 for i in inits)
+    model = load_model(run_dir / "model.pt", expect_config={**experiment["model"], "quantizer": "matching",
+                                                            "beta": 0.25})
+    assert bool(model.quantizer.initialized)
+    meta = read_checkpoint(run_dir / "model.pt")["meta"]
+    assert meta["steps"] == 60 and meta["codebook_inits"] == inits
+    codebook = model.quantizer.codebook.detach()
+    assert torch.unique(codebook, dim=0).shape[0] == 32  # k-means++ gave K distinct entries
+
+
+@pytest.mark.slow
+def test_training_beats_the_constant_image_baseline(make_experiment, toyfaces16, toy_images, tmp_path):
+    experiment = make_experiment(schedule={"steps": 150, "batch_size": 16, "quantize_start": 60,
+                                           "log_every": 25, "checkpoint_every": 1000})
+    summary = _run(experiment, toyfaces16, tmp_path)
+    assert summary["log"][-1]["l1"] < summary["log"][0]["l1"]
+    result = reconstruction_l1(load_model(tmp_path / "model.pt"), toy_images[1])
+    assert result["n_images"] == 50
+    assert result["test_l1"] < 0.95 * result["constant_baseline_l1"], result
+
+
+def test_sigterm_checkpoints_then_resume_is_exact(tiny_run, make_experiment, toyfaces16, tmp_path, monkeypatch):
+    """Run B, stopped by SIGTERM at step 22 (after the first codebook init, before the second, in the middle
+    of a log window, after the checkpoint at 15), then rerun: bit-identical to the uninterrupted run A."""
+    experiment, run_a, summary_a = tiny_run
+    before = signal.getsignal(signal.SIGTERM)
+    _sigterm_at(monkeypatch, 22)
+    with pytest.raises(Preempted) as err:
+        _run(experiment, toyfaces16, tmp_path)
+    assert isinstance(err.value, SystemExit) and err.value.code not in (0, None)
+    assert "SIGTERM" in str(err.value) and "22" in str(err.value)
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    state = read_checkpoint(tmp_path / "checkpoints" / "latest.pt", expect=STATE_FORMAT)
+    assert state["step"] == 22 and [i["step"] for i in state["init_log"]] == [20]
+    assert not (tmp_path / "model.pt").exists()
+    monkeypatch.undo()
+
+    summary_b = _run(experiment, toyfaces16, tmp_path)
+    assert summary_b["steps"] == 60
+    assert summary_b["codebook_inits"] == summary_a["codebook_inits"]
+    assert _rows(summary_b["log"]) == _rows(summary_a["log"])
+    _assert_same_model_file(run_a / "model.pt", tmp_path / "model.pt")
+    log_a, log_b = (pd.read_csv(d / "train_log.csv").drop(columns=list(TIMING)) for d in (run_a, tmp_path))
+    pd.testing.assert_frame_equal(log_a, log_b)
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tiny_run, toyfaces16, tmp_path):
+    import shutil
+
+    experiment, run_a, summary_a = tiny_run
+    shutil.copytree(run_a, tmp_path / "copy")
+    summary = _run(experiment, toyfaces16, tmp_path / "copy")
+    assert _rows(summary["log"]) == _rows(summary_a["log"]) and summary["steps"] == 60
+    _assert_same_model_file(run_a / "model.pt", tmp_path / "copy" / "model.pt")
+
+
+_CHILD = """
+import json, sys
+from pivq.train import train
+experiment = json.load(open(sys.argv[1]))
+train(experiment, sys.argv[2], sys.argv[3], threads=1, device="cpu", progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_after_first_checkpoint_then_resume_is_exact(tiny_run, toyfaces16, tmp_path):
+    experiment, run_a, summary_a = tiny_run
+    (tmp_path / "experiment.json").write_text(json.dumps(experiment))
+    run_b = tmp_path / "run_b"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "experiment.json"), str(toyfaces16),
+                              str(run_b)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run_b / "checkpoints" / "latest.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, child.stderr.read().decode()[-2000:]
+    step = read_checkpoint(ckpt, expect=STATE_FORMAT)["step"]
+    assert 15 <= step < 60 and step % 15 == 0
+    assert not (run_b / "model.pt").exists()
+
+    summary_b = _run(experiment, toyfaces16, run_b)
+    assert _rows(summary_b["log"]) == _rows(summary_a["log"])
+    assert summary_b["codebook_inits"] == summary_a["codebook_inits"]
+    _assert_same_model_file(run_a / "model.pt", run_b / "model.pt")
+
+
+def test_nan_loss_stops_naming_the_step(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    original = PIVQ.forward
+    calls = {"n": 0}
+
+    def forward(self, x, quantize=True):
+        rec, z, indices, vq_loss = original(self, x, quantize)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the fifth step, i.e. step 4 counted from 0
+            rec = rec * float("nan")
+        return rec, z, indices, vq_loss
+
+    monkeypatch.setattr(PIVQ, "forward", forward)
+    with pytest.raises(FloatingPointError, match=r"step 4\b") as err:
+        _run(make_experiment(), toyfaces16, tmp_path)
+    assert "toy_matching" in str(err.value)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_resume_from_another_model_config_is_refused(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    _sigterm_at(monkeypatch, 1)
+    with pytest.raises(Preempted):
+        _run(make_experiment(), toyfaces16, tmp_path)
+    monkeypatch.undo()
+    other = make_experiment(model={"codes": 4, "ffn": 64})
+    with pytest.raises(ValueError) as err:
+        _run(other, toyfaces16, tmp_path)
+    message = str(err.value)
+    assert "latest.pt" in message
+    named = message.split("differs in:")[1]
+    assert "codes" in named and "ffn" in named and "width" not in named and "codebook_size" not in named
+    # the quantizer is part of the configuration: a nearest run cannot resume a matching one
+    with pytest.raises(ValueError, match="quantizer"):
+        _run(make_experiment("toy_nearest"), toyfaces16, tmp_path)
+
+
+def test_resolution_mismatch_and_no_quantized_step_raise(make_experiment, toyfaces16, tmp_path):
+    with pytest.raises(ValueError, match="16px"):
+        _run(make_experiment(model={"resolution": 32}), toyfaces16, tmp_path / "a")
+    with pytest.raises(RuntimeError, match="T_q"):
+        _run(make_experiment(schedule={"steps": 3, "quantize_start": 5}), toyfaces16, tmp_path / "b")
+    assert not (tmp_path / "b" / "model.pt").exists()

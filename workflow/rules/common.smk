@@ -1,0 +1,55 @@
+# Experiment lookups shared by the rules. Each rule receives only the parameters its stage reads, so a
+# change to, say, the sampling settings does not re-trigger training (Snakemake's params rerun trigger).
+
+EXPERIMENTS = experiments_to_build(config)
+# Algorithm 1 recombines code *sets*: sampling, metrics and Figure 1 are built for matching runs only.
+SAMPLED = [e for e in EXPERIMENTS if config["experiments"][e]["quantizer"] == "matching"]
+
+
+wildcard_constraints:
+    exp="|".join(config["experiments"]),
+    dataset="|".join(config["datasets"]),
+    shard=r"\d+",
+
+
+def experiment(wildcards):
+    return config["experiments"][wildcards.exp]
+
+
+def dataset_name(wildcards):
+    return experiment(wildcards)["dataset"]
+
+
+def dataset_manifest(wildcards):
+    return f"data/{dataset_name(wildcards)}/manifest.json"
+
+
+def train_spec(wildcards):
+    """What training reads: the architecture, the schedule and the quantizer."""
+    exp = resolve_experiment(config, wildcards.exp)
+    keys = ("name", "dataset_name", "model_name", "model", "schedule_name", "schedule", "quantizer")
+    return {k: exp[k] for k in keys}
+
+
+def resources_of(key, default):
+    def get(wildcards):
+        return config["experiments"][wildcards.exp]["resources"].get(key, default)
+
+    return get
+
+
+def extractor_of(wildcards):
+    return config["datasets"][dataset_name(wildcards)]["feature_extractor"]
+
+
+def extractor_weights(wildcards):
+    """The toyfaces CNN is trained by the pipeline; Inception's weights come from a local file."""
+    extractor = extractor_of(wildcards)
+    if extractor["name"] == "pivq-toyfaces-cnn" and extractor["weights"] is None:
+        return f"data/{dataset_name(wildcards)}/extractor.pt"
+    return []
+
+
+def sample_shards(wildcards):
+    shards = experiment(wildcards)["sample"]["shards"]
+    return [f"runs/{wildcards.exp}/samples/shard-{i}.npz" for i in range(shards)]

@@ -1,0 +1,52 @@
+# Stage 8: tables and figures in results/. dvc.yaml runs the same `pivq report` code, so `dvc repro`
+# rebuilds them from results/metrics without Snakemake and without retraining.
+
+TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced"]
+TABLES = expand(
+    "results/tables/{name}.{fmt}", name=TABLE_NAMES, fmt=config["report"]["tables"]["formats"]
+)
+FIGURE_NAMES = (
+    ["figure4_capacity", "training_curves"]
+    + (["figure1_interpolations"] if SAMPLED else [])
+    + [f"figure5_probe_{e}" for e in EXPERIMENTS]
+)
+FIGURES = expand(
+    "results/figures/{name}.{fmt}", name=FIGURE_NAMES, fmt=config["report"]["figures"]["formats"]
+)
+METRICS = (
+    expand("results/metrics/{exp}/{name}", exp=EXPERIMENTS, name=["training.json", "training_log.csv",
+                                                                   "capacity.json", "probe.json"])
+    + expand("results/metrics/{exp}/{name}", exp=SAMPLED, name=["fidelity.json", "interpolation_paths.npz"])
+)
+
+
+rule tables:
+    input:
+        METRICS,
+    output:
+        TABLES,
+    params:
+        experiments=report_experiments(config),
+        report=config["report"],
+    log:
+        "logs/tables.log",
+    conda:
+        "../envs/pivq.yaml"
+    script:
+        "../scripts/report.py"
+
+
+rule figures:
+    input:
+        METRICS,
+    output:
+        FIGURES,
+    params:
+        experiments=report_experiments(config),
+        report=config["report"],
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/pivq.yaml"
+    script:
+        "../scripts/report.py"

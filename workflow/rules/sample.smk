@@ -1,0 +1,38 @@
+# Stage 4: interpolation samples (Algorithm 1), one independent job per shard; Figure 1's smooth paths.
+
+
+rule sample_shard:
+    input:
+        model="runs/{exp}/model.pt",
+        codes="runs/{exp}/codes.npz",
+    output:
+        shard="runs/{exp}/samples/shard-{shard}.npz",
+    params:
+        sample=lambda wc: experiment(wc)["sample"],
+    log:
+        "logs/sample_{exp}_{shard}.log",
+    conda:
+        "../envs/pivq.yaml"
+    threads: 1
+    resources:
+        gpu=resources_of("gpu", 0),
+    script:
+        "../scripts/sample_shard.py"
+
+
+rule interpolation_paths:
+    input:
+        model="runs/{exp}/model.pt",
+        codes="runs/{exp}/codes.npz",
+        manifest=dataset_manifest,
+    output:
+        paths="results/metrics/{exp}/interpolation_paths.npz",
+    params:
+        figure1=lambda wc: experiment(wc)["figure1"],
+    log:
+        "logs/interpolation_paths_{exp}.log",
+    conda:
+        "../envs/pivq.yaml"
+    threads: 1
+    script:
+        "../scripts/interpolation_paths.py"

@@ -1,0 +1,7 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import capacity
+
+    capacity(snakemake.wildcards.exp, snakemake.params.dataset, snakemake.params.quantizer, snakemake.input.codes,
+             snakemake.output.capacity)

@@ -1,0 +1,10 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import fidelity
+
+    # the pipeline-trained extractor is an input; otherwise the configured local weights (None: default cache)
+    weights = snakemake.input.extractor or snakemake.params.extractor["weights"]
+    fidelity(snakemake.wildcards.exp, snakemake.params.dataset, snakemake.params.metrics, snakemake.params.extractor,
+             list(snakemake.input.shards), snakemake.input.manifest, weights, snakemake.output.metrics,
+             threads=snakemake.threads)

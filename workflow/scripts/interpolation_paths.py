@@ -1,0 +1,7 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import interpolation_figure_data
+
+    interpolation_figure_data(snakemake.input.model, snakemake.input.codes, snakemake.input.manifest,
+                              snakemake.params.figure1, snakemake.output.paths)

@@ -1,0 +1,7 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import sample_shard
+
+    sample_shard(snakemake.input.model, snakemake.input.codes, snakemake.params.sample, int(snakemake.wildcards.shard),
+                 snakemake.output.shard, threads=snakemake.threads)

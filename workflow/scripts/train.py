@@ -1,0 +1,7 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import train_model
+
+    train_model(snakemake.params.spec, snakemake.input.manifest, snakemake.params.run_dir,
+                snakemake.output.training, snakemake.output.curve, threads=snakemake.threads)

@@ -1,0 +1,7 @@
+from pivq.logs import to_file
+
+with to_file(snakemake.log[0]):
+    from pivq.stages import train_feature_extractor
+
+    train_feature_extractor(snakemake.input.manifest, snakemake.params.extractor, snakemake.output.weights,
+                            snakemake.output.summary, threads=snakemake.threads)
