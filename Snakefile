@@ -8,7 +8,8 @@ from pivq.config import experiments_to_build, report_experiments, resolve_experi
 configfile: "params.yaml"
 
 
-validate_params(config)  # before any job: a wrong key or value names the key
+# before any job: a wrong key or value names the key
+validate_params(config, schema_path=f"{workflow.basedir}/workflow/schemas/params.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -83,6 +83,8 @@ def cmd_report(args) -> None:
     from pivq.stages import report_figures, report_tables
 
     params = _params(args)
+    if not Path(args.metrics).is_dir():
+        raise FileNotFoundError(f"missing metrics folder: {args.metrics}")
     build = {"tables": report_tables, "figures": report_figures}[args.what]
     out = args.out or f"results/{args.what}"
     for path in build(report_experiments(params), params["report"], args.metrics, out):
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (ParamsError, FileNotFoundError) as err:
+    except (ParamsError, FileNotFoundError, NotImplementedError) as err:
         print(f"pivq {args.command}: {err}", file=sys.stderr)
         return 2
     return 0

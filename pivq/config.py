@@ -25,12 +25,13 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def validate_params(params: dict, source: str = "params.yaml") -> dict:
+def validate_params(params: dict, source: str = "params.yaml", schema_path: str | os.PathLike = SCHEMA) -> dict:
     """Check ``params`` against the JSON schema and the cross-references; return it unchanged.
 
     Raises ParamsError naming the key, e.g. ``params.yaml: experiments.toy.quantizer: 'x' is not one of ...``.
+    ``schema_path`` defaults to this checkout's schema; the Snakefile passes its own workflow's.
     """
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -75,6 +76,9 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
             problems.append(f"schedules.{name}.quantize_start: T_q = {sched['quantize_start']} >= steps")
         if sched["quantize_start"] < sched["init_window"]:
             problems.append(f"schedules.{name}.init_window: W = {sched['init_window']} exceeds T_q")
+        if sched["adversarial_start"] is not None and sched["adversarial_start"] >= sched["steps"]:
+            problems.append(f"schedules.{name}.adversarial_start: {sched['adversarial_start']} >= steps = "
+                            f"{sched['steps']}, so the adversarial term never starts (use null for none)")
     if problems:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{source}: {p}" for p in problems))
     return params

@@ -47,6 +47,13 @@ TINY_SCHEDULE = {
     "log_every": 10,
     "checkpoint_every": 15,
     "seed": 0,
+    "perceptual_weight": 0.0,
+    "adversarial_start": None,
+    "disc_weight": 1.0,
+    "adaptive_weight_limit": 1.0,
+    "diffaug": ["color", "translation"],
+    "disc_layers": 3,
+    "disc_ndf": 64,
 }
 
 

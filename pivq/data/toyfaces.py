@@ -7,8 +7,9 @@ small scale change and a lighting gradient, so no two images are equal.
 
 Image i depends only on (seed, i): its random numbers come from ``np.random.default_rng([seed, i])``
 and rendering is elementwise per image, so chunked or parallel generation gives identical bytes.
-Shapes are drawn as hard masks on a grid `SS` times finer than the output and box-averaged down
-(anti-aliasing). Coordinates are in [-1, 1] with y pointing down; the face is centred at the origin.
+Shapes are drawn as hard masks on a grid at least twice as fine as the output (64 pixels across at
+least) and box-averaged down (anti-aliasing). Coordinates are in [-1, 1], y pointing down, the face
+centred at the origin.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, derive_binary
 from pivq.data.prepared import write_prepared, write_preview
-from pivq.io import atomic_path
 
 # Discrete factors: value -> probability, drawn independently per image.
 FACTORS: dict[str, dict[str, float]] = {
@@ -44,7 +43,7 @@ FACTORS: dict[str, dict[str, float]] = {
     "eye_makeup": {"no": 0.7, "yes": 0.3},  # purple eyelids
     "lip_makeup": {"no": 0.7, "yes": 0.3},  # red lips
     "hat": {"no": 0.8, "yes": 0.2},  # navy cap over the crown; hair (or its absence) shows at the sides
-    "background": {"blue": 0.25, "green": 0.25, "yellow": 0.25, "gray": 0.25},
+    "background": {"blue": 0.25, "green": 0.25, "yellow": 0.25, "pink": 0.25},
     "pose": {"frontal": 0.8, "left": 0.1, "right": 0.1},  # |yaw| < 8 vs 20..30 degrees: features shift
 }
 # Continuous nuisance parameters, each from one uniform number in [0, 1).
@@ -58,18 +57,19 @@ AGE_YEARS = {"young": (18, 30), "middle": (30, 50), "senior": (50, 80)}  # match
 PIXELS_PER_CHUNK = 1 << 21  # supersampled pixels rendered at once: bounds memory at any resolution
 
 # Colours (RGB in [0, 1]), in FACTORS value order.
-SKIN = np.array([[0.98, 0.86, 0.76], [0.90, 0.72, 0.56], [0.74, 0.53, 0.36], [0.45, 0.30, 0.20]], np.float32)
-HAIR = np.array([[0.10, 0.08, 0.07], [0.42, 0.25, 0.12], [0.92, 0.80, 0.45], [0.70, 0.70, 0.72],
+SKIN = np.array([[0.98, 0.86, 0.76], [0.90, 0.72, 0.56], [0.76, 0.55, 0.38], [0.50, 0.34, 0.25]], np.float32)
+HAIR = np.array([[0.10, 0.08, 0.07], [0.36, 0.20, 0.07], [0.92, 0.80, 0.45], [0.70, 0.70, 0.72],
                  [0.75, 0.27, 0.10]], np.float32)
 IRIS = np.array([[0.20, 0.45, 0.90], [0.20, 0.65, 0.25], [0.40, 0.22, 0.08]], np.float32)
-BACKGROUND = np.array([[0.55, 0.70, 0.92], [0.60, 0.84, 0.60], [0.96, 0.88, 0.52], [0.76, 0.76, 0.76]],
+BACKGROUND = np.array([[0.55, 0.70, 0.92], [0.60, 0.84, 0.60], [0.96, 0.88, 0.52], [0.94, 0.68, 0.80]],
                       np.float32)
 SHIRT = np.array([0.30, 0.32, 0.38], np.float32)
 HAT = np.array([0.12, 0.16, 0.42], np.float32)
-EYELID = np.array([0.58, 0.25, 0.72], np.float32)
+EYELID = np.array([0.48, 0.15, 0.80], np.float32)
 LIPSTICK = np.array([0.85, 0.05, 0.15], np.float32)
 WHITE = np.array([0.97, 0.97, 0.95], np.float32)
 DARK = np.array([0.05, 0.04, 0.05], np.float32)
+SUNGLASS = np.array([0.10, 0.10, 0.14], np.float32)
 MOUTH = np.array([0.35, 0.05, 0.08], np.float32)
 
 EYE_X, EYE_Y = 0.19, -0.05  # eye centres at (+-EYE_X, EYE_Y) before yaw shift
@@ -78,8 +78,8 @@ MOUTH_Y = 0.27
 
 def sample_factors(n: int, seed: int, start: int = 0) -> dict[str, np.ndarray]:
     """Factor codes (int index into FACTORS[name]) and nuisance uniforms for images start..start+n-1."""
-    u = np.stack([np.random.default_rng([seed, i]).random(N_UNIFORMS) for i in range(start, start + n)])
-    u = u.reshape(n, N_UNIFORMS).astype(np.float32)
+    u = np.array([np.random.default_rng([seed, i]).random(N_UNIFORMS) for i in range(start, start + n)])
+    u = u.reshape(n, N_UNIFORMS).astype(np.float32)  # reshape: n == 0 gives (0,) otherwise
     params = {}
     for k, (name, probs) in enumerate(FACTORS.items()):
         cdf = np.cumsum(list(probs.values()))
@@ -98,13 +98,24 @@ def _value(params: dict[str, np.ndarray], factor: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- render
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 1.0) -> None:
-    """Composite ``colour`` ((3,) or per image (B, 3)) over ``img`` (B, S, S, 3) where ``mask`` (B, S, S)."""
-    colour = np.broadcast_to(colour, (len(img), 3))[:, None, None, :]
-    if alpha == 1.0:
-        np.copyto(img, colour, where=mask[..., None])
-    else:
-        np.copyto(img, img + np.float32(alpha) * (colour - img), where=mask[..., None])
+class _Canvas:
+    """Layers painted as palette indices (one byte per pixel); colours are looked up once at the end.
+
+    Painting a float RGB image layer by layer is 12 bytes of traffic per pixel and layer; this is 1.
+    """
+
+    def __init__(self, b: int, size: int, background: np.ndarray):
+        self.labels = np.zeros((b, size, size), np.uint8)
+        self.palette = [background]
+
+    def paint(self, mask: np.ndarray, colour: np.ndarray) -> None:
+        """Cover ``mask`` (broadcast to (B, S, S)) with ``colour``: (3,) or one per image (B, 3)."""
+        self.palette.append(np.broadcast_to(np.asarray(colour, np.float32), (len(self.labels), 3)))
+        np.copyto(self.labels, len(self.palette) - 1, where=mask)
+
+    def rgb(self) -> np.ndarray:
+        palette = np.stack(self.palette, axis=1)  # (B, layers, 3)
+        return palette[np.arange(len(palette))[:, None, None], self.labels]
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, cx: Any, cy: Any, rx: Any, ry: Any) -> np.ndarray:
@@ -118,7 +129,7 @@ def _column(a: np.ndarray) -> np.ndarray:
 
 def _render_chunk(p: dict[str, np.ndarray], resolution: int) -> np.ndarray:
     """Render one batch of images; every operation is per pixel and per image (no cross-image reduction)."""
-    ss = max(2, math.ceil(64 / resolution))  # at least 64 supersampled pixels across: small faces stay crisp
+    ss = _supersample(resolution)
     size = resolution * ss
     b = len(p["gender"])
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
@@ -137,8 +148,8 @@ def _render_chunk(p: dict[str, np.ndarray], resolution: int) -> np.ndarray:
     facial_hair = 0.8 * hair  # a shade darker than the hair so a blond beard shows on light skin
     style = p["hair_style"]
 
-    img = np.empty((b, size, size, 3), np.float32)
-    _paint(img, np.ones((b, size, size), bool), BACKGROUND[p["background"]])
+    canvas = _Canvas(b, size, BACKGROUND[p["background"]])
+    paint = canvas.paint
 
     # Head outline: an ellipse, its lower half a superellipse (exponent 3: square male jaw).
     rx = _column(np.where(p["gender"] == 1, 0.52, 0.45) + 0.04 * (p["width"] - 0.5))
@@ -147,64 +158,64 @@ def _render_chunk(p: dict[str, np.ndarray], resolution: int) -> np.ndarray:
     head = np.where(male & (y > 0), ax**3 + ay**3, ax**2 + ay**2) <= 1
 
     long_hair = _column(style == 1) & _ellipse(x, y, 0, 0.05, rx + 0.16, 0.82) & (y < 0.68)
-    _paint(img, long_hair, hair)
-    _paint(img, (np.abs(x) < 0.19) & (y > 0.3), 0.85 * skin)  # neck
-    _paint(img, _ellipse(x, y, 0, 1.3, 0.9, 0.6), SHIRT)
-    _paint(img, _ellipse(np.abs(x), y, rx, 0.02, 0.08, 0.12), 0.92 * skin)  # ears
-    _paint(img, head, skin)
+    paint(long_hair, hair)
+    paint((np.abs(x) < 0.19) & (y > 0.3), 0.85 * skin)  # neck
+    paint(_ellipse(x, y, 0, 1.3, 0.9, 0.6), SHIRT)
+    paint(_ellipse(np.abs(x), y, rx, 0.02, 0.08, 0.12), 0.92 * skin)  # ears
+    paint(head, skin)
 
     # Hair on top (short and long alike): inside a slightly larger head, above a curved hairline.
     hairline = -0.42 + 0.45 * (x / rx) ** 2
     has_hair = _column(style != 2)
-    _paint(img, has_hair & _ellipse(x, y, 0, -0.03, rx + 0.04, ry + 0.04) & (y < hairline), hair)
+    paint(has_hair & _ellipse(x, y, 0, -0.03, rx + 0.04, ry + 0.04) & (y < hairline), hair)
 
-    # Age lines: at the mouth from middle age, forehead lines for seniors.
+    # Age lines from middle age (mouth folds, one forehead line), deeper and more for seniors.
     age = _column(p["age_group"])
-    fold = (np.abs(np.abs(fx) - (0.17 + 0.12 * (y - 0.08))) < 0.018) & (y > 0.08) & (y < 0.3)
-    _paint(img, fold & (age == 1), 0.6 * skin, alpha=0.5)
-    _paint(img, fold & (age == 2), 0.6 * skin, alpha=0.8)
-    forehead = ((np.abs(y + 0.25) < 0.016) | (np.abs(y + 0.31) < 0.016)) & (np.abs(fx) < 0.22)
-    _paint(img, forehead & (age == 2) & (y > hairline), 0.65 * skin)
+    fold = (np.abs(np.abs(fx) - (0.17 + 0.12 * (y - 0.08))) < 0.03) & (y > 0.08) & (y < 0.32)
+    line1 = (np.abs(y + 0.25) < 0.02) & (np.abs(fx) < 0.22) & (y > hairline)
+    line2 = (np.abs(y + 0.32) < 0.02) & (np.abs(fx) < 0.2) & (y > hairline)
+    paint((fold | line1) & (age == 1), 0.68 * skin)
+    paint((fold | line1 | line2) & (age == 2), 0.55 * skin)
 
     # Eyes: purple lids (make-up), white, iris, pupil; brows in the hair colour.
-    ex, ey = np.abs(fx), y  # both eyes at once through the mirror image
-    _paint(img, _column(p["eye_makeup"] == 1) & _ellipse(ex, ey, EYE_X, EYE_Y - 0.04, 0.125, 0.08), EYELID)
-    sclera = _ellipse(ex, ey, EYE_X, EYE_Y, 0.1, 0.06)
-    _paint(img, sclera, WHITE)
-    _paint(img, sclera & _ellipse(ex, ey, EYE_X, EYE_Y, 0.055, 0.055), IRIS[p["eye_color"]])
-    _paint(img, _ellipse(ex, ey, EYE_X, EYE_Y, 0.022, 0.022), DARK)
+    ex = np.abs(fx)  # both eyes at once through the mirror image
+    paint(_column(p["eye_makeup"] == 1) & _ellipse(ex, y, EYE_X, EYE_Y - 0.04, 0.14, 0.09), EYELID)
+    sclera = _ellipse(ex, y, EYE_X, EYE_Y, 0.1, 0.06)
+    paint(sclera, WHITE)
+    paint(sclera & _ellipse(ex, y, EYE_X, EYE_Y, 0.055, 0.055), IRIS[p["eye_color"]])
+    paint(_ellipse(ex, y, EYE_X, EYE_Y, 0.022, 0.022), DARK)
     brow_y = EYE_Y - 0.13 + 0.3 * (ex - EYE_X) ** 2
     brow_half = np.where(male, 0.03, 0.018)
-    _paint(img, (np.abs(ey - brow_y) < brow_half) & (np.abs(ex - EYE_X) < 0.11), 0.85 * hair)
-    _paint(img, _ellipse(ex, y, 0.035, 0.13, 0.025, 0.018), 0.7 * skin)  # nostrils
+    paint((np.abs(y - brow_y) < brow_half) & (np.abs(ex - EYE_X) < 0.11), 0.85 * hair)
+    paint(_ellipse(ex, y, 0.035, 0.13, 0.025, 0.018), 0.7 * skin)  # nostrils
 
     # Facial hair, then the mouth over it.
-    _paint(img, _column(p["beard"] == 1) & head & (y > 0.12), facial_hair)
-    _paint(img, _column(p["moustache"] == 1) & _ellipse(fx, y, 0, MOUTH_Y - 0.065, 0.15, 0.045), facial_hair)
+    paint(_column(p["beard"] == 1) & head & (y > 0.12), facial_hair)
+    paint(_column(p["moustache"] == 1) & _ellipse(fx, y, 0, MOUTH_Y - 0.065, 0.15, 0.045), facial_hair)
     lip_colour = np.where((p["lip_makeup"] == 1)[:, None], LIPSTICK, skin * np.float32([0.85, 0.55, 0.55]))
     smile = _column(p["smile"] == 1)
-    closed = ~smile & _ellipse(fx, y, 0, MOUTH_Y, 0.14, 0.032)
-    d_outer = smile & _ellipse(fx, y, 0, MOUTH_Y - 0.02, 0.16, 0.11) & (y > MOUTH_Y - 0.025)
-    d_inner = smile & _ellipse(fx, y, 0, MOUTH_Y - 0.02, 0.125, 0.08) & (y > MOUTH_Y - 0.005)
-    _paint(img, closed | d_outer, lip_colour)
-    _paint(img, d_inner, MOUTH)
-    _paint(img, d_inner & (y < MOUTH_Y + 0.025), WHITE)  # upper teeth
+    closed = ~smile & _ellipse(fx, y, 0, MOUTH_Y, 0.15, 0.035)
+    d_outer = smile & _ellipse(fx, y, 0, MOUTH_Y - 0.02, 0.18, 0.13) & (y > MOUTH_Y - 0.025)
+    d_inner = smile & _ellipse(fx, y, 0, MOUTH_Y - 0.02, 0.14, 0.095) & (y > MOUTH_Y - 0.005)
+    paint(closed | d_outer, lip_colour)
+    paint(d_inner, MOUTH)
+    paint(d_inner & (y < MOUTH_Y + 0.025), WHITE)  # upper teeth
 
-    # Glasses: dark lenses (sunglasses, still letting a little through) or clear ones, rims, bridge.
+    # Glasses: rims and a bridge; sunglasses also have opaque dark lenses (hiding eye colour and lids).
     glasses = _column(p["glasses_type"])
-    lens_d = np.sqrt((ex - EYE_X) ** 2 + (ey - EYE_Y) ** 2)
-    _paint(img, (glasses == 2) & (lens_d < 0.13), DARK, alpha=0.85)
-    _paint(img, (glasses == 1) & (lens_d < 0.13), WHITE, alpha=0.15)
-    frame = (np.abs(lens_d - 0.13) < 0.02) | ((np.abs(ey - EYE_Y + 0.02) < 0.016) & (ex < EYE_X - 0.12))
-    _paint(img, (glasses > 0) & frame, DARK)
+    lens_d = np.sqrt((ex - EYE_X) ** 2 + (y - EYE_Y) ** 2)
+    paint((glasses == 2) & (lens_d < 0.13), SUNGLASS)
+    frame = (np.abs(lens_d - 0.13) < 0.02) | ((np.abs(y - EYE_Y + 0.02) < 0.016) & (ex < EYE_X - 0.12))
+    paint((glasses > 0) & frame, DARK)
 
     # Hat: a cap over the crown with a brim; hair or bare skin still shows at the temples.
     crown = _ellipse(x, y, 0, -0.05, rx + 0.07, ry + 0.1) & (y < -0.42)
     brim = (np.abs(y + 0.42) < 0.045) & (np.abs(x) < rx + 0.14)
-    _paint(img, _column(p["hat"] == 1) & (crown | brim), HAT)
+    paint(_column(p["hat"] == 1) & (crown | brim), HAT)
 
     # Lighting: overall brightness and a soft linear gradient (no trig: keeps results batch-independent).
     gradient = 1 + _column(0.16 * p["light_x"] - 0.08) * x + _column(0.16 * p["light_y"] - 0.08) * y
+    img = canvas.rgb()
     img *= (_column(0.9 + 0.2 * p["brightness"]) * gradient)[..., None]
 
     # Box filter in a fixed order of additions, so the result cannot depend on the batch size.
@@ -218,9 +229,14 @@ def _yaw_degrees(p: dict[str, np.ndarray]) -> np.ndarray:
     return np.select([p["pose"] == 0, p["pose"] == 1], [16 * p["yaw"] - 8, -turned], turned).astype(np.float32)
 
 
+def _supersample(resolution: int) -> int:
+    """At least 2x, and at least 64 supersampled pixels across so that small faces stay crisp."""
+    return max(2, math.ceil(64 / resolution))
+
+
 def _render(p: dict[str, np.ndarray], resolution: int) -> np.ndarray:
     n = len(p["gender"])
-    per_chunk = max(1, PIXELS_PER_CHUNK // (resolution * max(2, math.ceil(64 / resolution))) ** 2)
+    per_chunk = max(1, PIXELS_PER_CHUNK // (resolution * _supersample(resolution)) ** 2)
     images = np.empty((n, resolution, resolution, 3), np.uint8)
     for a in range(0, n, per_chunk):
         images[a:a + per_chunk] = _render_chunk(_slice(p, a, a + per_chunk), resolution)
@@ -238,6 +254,7 @@ def _face_attributes(p: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Per image, a ``faceAttributes`` dict in the FFHQ-features schema, so derive_binary serves both sets.
 
     Scores of true attributes lie in [0.6, 1), of false ones in [0, 0.3): thresholds at 0.5 recover them.
+    One uniform per image sets all scores: they are nuisance, only their side of 0.5 carries meaning.
     """
     def score(yes: bool, u: float) -> float:
         return round(0.6 + 0.4 * u if yes else 0.3 * u, 3)
@@ -276,7 +293,9 @@ def _categorical(p: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({name: _value(p, name) for name in FACTORS})
 
 
-def attribute_table(p: dict[str, np.ndarray], faces: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str], list[str]]:
+def attribute_table(
+    p: dict[str, np.ndarray], faces: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The prepared attribute table and its (binary, categorical) column names.
 
     Binary: the FFHQ rules, then toy-only one-hot columns for factors FFHQ has no rule for.

@@ -40,7 +40,7 @@ class ModelConfig:
     ffn: int  # transformer feed-forward width
     codes: int  # L: codes per image
     codebook_size: int  # K
-    quantizer: str = "matching"  # nearest | matching
+    quantizer: str = "matching"  # nearest | matching | sinkhorn
     beta: float = 0.25  # commitment weight of the VQ loss
     extra: dict = field(default_factory=dict, compare=False)  # unused keys kept for the record
 

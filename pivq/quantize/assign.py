@@ -1,12 +1,13 @@
-"""Code assignment: nearest neighbour (eq. 1) and matching quantization (eq. 3)."""
+"""Code assignment: nearest neighbour (eq. 1), matching quantization (eq. 3) and OptVQ's Sinkhorn."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
-METHODS = ("nearest", "matching")
+from pivq.quantize.matching import optimal_matching
+from pivq.quantize.sinkhorn import sinkhorn_assign
+
+METHODS = ("nearest", "matching", "sinkhorn")
 
 
 def pairwise_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -15,35 +16,23 @@ def pairwise_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 def assign(z: torch.Tensor, codebook: torch.Tensor, method: str) -> torch.Tensor:
-    """Codebook indices (B, L) for latent vectors z (B, L, d); ``method`` is "nearest" or "matching".
+    """Codebook indices (B, L) (int64, on z's device) for latent vectors z (B, L, d).
 
-    matching: per image, the one-to-one assignment of the L vectors to L distinct codebook entries
-    minimising the total Euclidean distance (the paper's Hungarian matching, eq. 3).
+    nearest: each vector's closest entry (codes may repeat).
+    matching: per image, the one-to-one assignment of the L vectors to L distinct entries minimising the
+        total Euclidean distance (the paper's Hungarian matching, eq. 3); exact, needs K >= L.
+    sinkhorn: OptVQ's optimal-transport assignment over the whole batch (approximate, codes may repeat).
     """
     if method not in METHODS:
         raise ValueError(f"quantizer method {method!r} is not one of {list(METHODS)}")
     if z.ndim != 3 or codebook.ndim != 2 or z.shape[-1] != codebook.shape[-1]:
         raise ValueError(f"expected z (B, L, d) and codebook (K, d), got {tuple(z.shape)} and {tuple(codebook.shape)}")
     with torch.no_grad():
-        dist = pairwise_distances(z.detach(), codebook.detach())
+        z, codebook = z.detach(), codebook.detach()
+        dist = pairwise_distances(z, codebook)  # stays on z's device; the solvers move what they need
+        if method == "sinkhorn":
+            return sinkhorn_assign(dist)
         nearest = dist.argmin(dim=-1)
         if method == "nearest":
             return nearest
-        return _matching(dist, nearest)
-
-
-def _matching(dist: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
-    n_codes, codebook_size = dist.shape[1], dist.shape[2]
-    if codebook_size < n_codes:
-        raise ValueError(
-            f"matching quantization needs at least L={n_codes} usable codebook entries, got K={codebook_size}"
-        )
-    out = nearest.clone()
-    for b in range(len(dist)):
-        # Every row at its own minimum with no repeated code is optimal: skip the solver.
-        if torch.unique(nearest[b]).numel() == n_codes:
-            continue
-        cost = dist[b].cpu().double().numpy()
-        rows, cols = linear_sum_assignment(cost)
-        out[b, torch.from_numpy(rows)] = torch.from_numpy(cols.astype(np.int64)).to(out.device)
-    return out
+        return optimal_matching(dist, nearest, z)

@@ -1,14 +1,24 @@
 """The PI-VQ training loop (sections 3.6 and 3.7, supplement section 2), top to bottom.
 
-One step: sample a batch, encode, quantize (from T_q on), decode, L1 + VQ loss, Adam, EMA.
+One step: sample a batch, encode, quantize (from T_q on), decode, loss, Adam, EMA; then, once the adversarial
+term is on, one discriminator step. The loss (Unleashing Transformers / taming-transformers VQ-GAN recipe):
+
+    rec_loss = L1 + perceptual_weight * LPIPS(VGG)                        (LPIPS only if perceptual_weight > 0)
+    loss     = rec_loss + lambda * hinge_g(D(DiffAug(rec))) + VQ          (adversarial term from adversarial_start)
+    lambda   = clamp(||grad rec_loss|| / (||grad g|| + 1e-4), 0, adaptive_weight_limit) * disc_weight, at the
+               decoder's last layer weights, detached
+    d_loss   = hinge_d(D(DiffAug(x)), D(DiffAug(rec).detach()))            (its own Adam, same lr and betas)
+
+The discriminator (seed + 1), the DiffAugment generator (seed + 2) and a random LPIPS trunk (seed + 3) are
+seeded on their own and built only when their term is on: a run with perceptual_weight 0 and
+adversarial_start null consumes exactly the random numbers it did before they existed (bit-identical weights).
 Delayed codebook initialisation: before T_q the latents pass unquantized; at T_q, and again every W steps
 ``init_repeats`` times in all, k-means++ over the encoder outputs of the last W steps sets the codebook.
 Training state is checkpointed atomically every ``checkpoint_every`` steps and on SIGTERM/SIGUSR1 (Slurm's
 warning before the time limit); rerunning the same command resumes from the latest checkpoint and ends
 with the same weights as an uninterrupted run.
 
-Not yet here (issue 3): LPIPS, the PatchGAN/hinge adversarial term with DiffAug and adaptive weight.
-The embedded default trains on L1 + the VQ losses, and says so in its outputs (``losses``).
+The embedded default (toy) trains on L1 + the VQ losses, and says so in its outputs (``losses``).
 """
 
 from __future__ import annotations
@@ -29,15 +39,26 @@ from pivq.data import PreparedDataset
 from pivq.io import atomic_path, write_json
 from pivq.model import PIVQ, ModelConfig
 from pivq.model.checkpoint import save_model
+from pivq.model.discriminator import build_discriminator
 from pivq.quantize import kmeans
+from pivq.train.diffaug import diff_augment
+from pivq.train.losses import adaptive_weight, build_lpips, hinge_d_loss, hinge_g_loss
 from pivq.train.state import load_state, save_state
 
 log = logging.getLogger(__name__)
 
-LOSSES = ["l1", "codebook+commitment"]  # the loss terms this loop optimises (recorded with every run)
-LOG_COLUMNS = ["step", "loss", "l1", "vq", "k_data", "k_img_max", "k_img_mean", "quantized"]
+LOSSES = ["l1", "codebook+commitment"]  # the terms of the L1 + VQ recipe (toy); losses_of(schedule) in general
+# Logged every log_every steps; terms that are off log 0 (g_loss, d_loss, d_weight: means over the window's
+# adversarial steps). The deterministic columns written to results/ (no timings):
+LOG_COLUMNS = ["step", "loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "k_data", "k_img_max",
+               "k_img_mean", "quantized", "adversarial"]
+_SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_adv")
 
-
+# The loss settings of a schedule (params.yaml, every key required there).
+RECIPE_KEYS = ("perceptual_weight", "adversarial_start", "disc_weight", "adaptive_weight_limit", "diffaug",
+               "disc_layers", "disc_ndf")
+# Experiment dicts written before these keys existed (and the tests' tiny schedule) name none of them: they
+# are runs of the L1 + VQ recipe, and are read as such. A dict naming some but not all of them is an error.
 @dataclass(frozen=True)
 class Schedule:
     steps: int
@@ -53,14 +74,48 @@ class Schedule:
     log_every: int
     checkpoint_every: int
     seed: int
+    perceptual_weight: float  # LPIPS weight; 0 = no LPIPS network at all
+    adversarial_start: int | None  # first step of the adversarial term; None = never
+    disc_weight: float  # multiplies the clamped adaptive weight
+    adaptive_weight_limit: float  # the adaptive weight is clamped to [0, this]
+    diffaug: tuple[str, ...]  # DiffAugment policies on the discriminator's inputs
+    disc_layers: int
+    disc_ndf: int
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
-        return cls(**{**d, "adam_betas": tuple(d["adam_betas"])})
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise KeyError(f"schedule: missing settings {missing}")
+        return cls(**{**d, "adam_betas": tuple(d["adam_betas"]), "diffaug": tuple(d["diffaug"])})
+
+    @property
+    def perceptual(self) -> bool:
+        return self.perceptual_weight > 0
+
+    @property
+    def adversarial(self) -> bool:
+        return self.adversarial_start is not None
+
+    @property
+    def recipe(self) -> dict:
+        """The loss settings that act on training: the discriminator's settings only with its term on."""
+        keys = RECIPE_KEYS if self.adversarial else ("perceptual_weight", "adversarial_start")
+        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v for k in keys}
 
     @property
     def init_steps(self) -> list[int]:
         return [self.quantize_start + r * self.init_window for r in range(self.init_repeats)]
+
+
+def losses_of(sched: Schedule) -> list[str]:
+    """The loss terms a schedule optimises, as recorded with every run (options.json, model.pt, results/)."""
+    terms = ["l1"]
+    if sched.perceptual:
+        terms.append("lpips")
+    if sched.adversarial:
+        terms.append(f"adversarial(hinge, from step {sched.adversarial_start})")
+    return terms + ["codebook+commitment"]
 
 
 class Preempted(SystemExit):
@@ -81,29 +136,44 @@ def ema_update(ema: PIVQ, model: PIVQ, beta: float) -> None:
 
 
 def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, threads: int = 1,
-          device: str | None = None, progress: bool = True) -> dict:
+          device: str | None = None, progress: bool = True, perceptual_random_trunk: bool = False) -> dict:
     """Train one resolved experiment (pivq.config.resolve_experiment); returns the run summary.
 
     Writes into ``run_dir``: checkpoints/latest.pt (resume state, not a pipeline output), model.pt (raw and
     EMA weights), options.json (the resolved experiment), train_log.csv (every log row, with timing).
+
+    ``perceptual_random_trunk`` (tests and benchmarks only, never the pipeline): LPIPS with a randomly
+    initialised VGG16 trunk, which needs no weights file. Without it, a schedule with perceptual_weight > 0
+    needs the VGG16 weights in the torch hub cache and stops here, before any work, if they are missing.
     """
     run_dir = Path(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_num_threads(threads)
     sched = Schedule.from_dict(experiment["schedule"])
+    losses = losses_of(sched)
+    # LPIPS weights and the discriminator's size are checked before anything heavy happens
+    lpips_net = build_lpips(perceptual_random_trunk, sched.seed + 3).to(dev) if sched.perceptual else None
     cfg = ModelConfig.from_dict(experiment["model"], quantizer=experiment["quantizer"], beta=sched.beta_commit)
+    disc = d_opt = aug_gen = None
+    if sched.adversarial:
+        disc = build_discriminator(sched.disc_ndf, sched.disc_layers, cfg.resolution, sched.seed + 1).to(dev)
+        aug_gen = torch.Generator().manual_seed(sched.seed + 2)  # DiffAugment's random numbers
     data = PreparedDataset(dataset_dir)
     if data.resolution != cfg.resolution:
         raise ValueError(f"{dataset_dir}: images are {data.resolution}px but the model expects {cfg.resolution}px")
     train_idx = data.indices("train")
     images = data.images
-    write_json(run_dir / "options.json", {"experiment": experiment, "losses": LOSSES, "device": str(dev),
+    write_json(run_dir / "options.json", {"experiment": experiment, "losses": losses, "device": str(dev),
                                           "threads": threads, "dataset_manifest": data.manifest["files"]})
 
     torch.manual_seed(sched.seed)
     model = PIVQ(cfg).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=sched.lr_per_sample * sched.batch_size, betas=sched.adam_betas)
+    lr = sched.lr_per_sample * sched.batch_size
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=sched.adam_betas)
+    if disc is not None:
+        d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=sched.adam_betas)
+    last_layer = model.conv_decoder.conv_out.weight  # where the adaptive weight compares gradient norms
     gen = torch.Generator().manual_seed(sched.seed)  # drives batch sampling and k-means++ seeding
     history: deque[torch.Tensor] = deque(maxlen=sched.init_window)  # encoder outputs of the last W steps
     rows: list[dict] = []
@@ -111,7 +181,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     step = 0
 
     window_codes: list[torch.Tensor] = []  # codes and loss sums since the last log row
-    sums = {"loss": 0.0, "l1": 0.0, "vq": 0.0, "n": 0}
+    sums = _new_sums()
     ckpt = run_dir / "checkpoints" / "latest.pt"
     if ckpt.exists():
         state = load_state(ckpt, cfg.to_dict())
@@ -121,13 +191,27 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         gen.set_state(state["generator"])
         history.extend(state["history"])
         rows, init_log, step = state["rows"], state["init_log"], state["step"]
-        window_codes, sums = state["window_codes"], state["window_sums"]
+        window_codes, sums = state["window_codes"], {**_new_sums(), **state["window_sums"]}
+        # states from before the recipe was recorded are L1 + VQ runs
+        saved_recipe = state.get("recipe") or {"perceptual_weight": 0.0, "adversarial_start": None}
+        if saved_recipe != sched.recipe:
+            diff = [k for k in RECIPE_KEYS if saved_recipe.get(k) != sched.recipe.get(k)]
+            raise ValueError(f"{ckpt} holds a run with other loss settings (differs in: {', '.join(diff)}); "
+                             "delete it to start over")
+        if disc is not None and state.get("discriminator") is not None:
+            disc.load_state_dict(state["discriminator"])
+            d_opt.load_state_dict(state["disc_optimizer"])
+            aug_gen.set_state(state["aug_generator"])
+        for r in rows:  # rows logged before the adversarial columns existed
+            for c in LOG_COLUMNS:
+                r.setdefault(c, 0)
         log.info("resumed %s from %s at step %d", experiment["name"], ckpt, step)
 
     def checkpoint() -> None:
         save_state(ckpt, model=model, ema=ema, optimizer=opt, generator=gen, history=list(history),
                    rows=rows, init_log=init_log, step=step, config=cfg.to_dict(),
-                   window_codes=window_codes, window_sums=sums)
+                   window_codes=window_codes, window_sums=sums, recipe=sched.recipe, discriminator=disc,
+                   disc_optimizer=d_opt, aug_generator=aug_gen)
 
     stop = {"signal": None}
 
@@ -145,9 +229,22 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
             batch = train_idx[torch.randint(len(train_idx), (sched.batch_size,), generator=gen).numpy()]
             x = to_float(images[np.sort(batch)], dev)
             quantize = step >= sched.quantize_start
+            adversarial = disc is not None and step >= sched.adversarial_start
             rec, z, indices, vq_loss = model(x, quantize=quantize)
             l1 = (rec - x).abs().mean()
-            loss = l1 + vq_loss
+            rec_loss = l1
+            if lpips_net is not None:
+                p_loss = lpips_net(x, rec).mean()
+                rec_loss = rec_loss + sched.perceptual_weight * p_loss
+            if adversarial:
+                disc.requires_grad_(False)  # the generator's pass: gradients reach the decoder, not D
+                fake = diff_augment(rec, sched.diffaug, aug_gen)
+                g_loss = hinge_g_loss(disc(fake))
+                d_weight = adaptive_weight(rec_loss, g_loss, last_layer, sched.adaptive_weight_limit,
+                                           sched.disc_weight)
+                loss = rec_loss + d_weight * g_loss + vq_loss
+            else:
+                loss = rec_loss + vq_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{experiment['name']}: loss is {loss.item()} at step {step}; stopping. "
@@ -156,6 +253,22 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if adversarial:
+                disc.requires_grad_(True)
+                real = diff_augment(x, sched.diffaug, aug_gen)
+                d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
+                if not torch.isfinite(d_loss):
+                    raise FloatingPointError(
+                        f"{experiment['name']}: discriminator loss is {d_loss.item()} at step {step}; stopping. "
+                        f"The last good checkpoint is {ckpt if ckpt.exists() else 'not written yet'}"
+                    )
+                d_opt.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_opt.step()
+                sums["g_loss"] += g_loss.item()
+                sums["d_loss"] += d_loss.item()
+                sums["d_weight"] += d_weight.item()
+                sums["n_adv"] += 1
             ema_update(ema, model, sched.ema_beta)
             history.append(z.detach().reshape(-1, cfg.width).cpu())
             if indices is not None:
@@ -163,15 +276,19 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
             sums["loss"] += loss.item()
             sums["l1"] += l1.item()
             sums["vq"] += vq_loss.item()
+            if lpips_net is not None:
+                sums["lpips"] += p_loss.item()
             sums["n"] += 1
             step += 1
             bar.update()
 
             if step % sched.log_every == 0 or step == sched.steps:
-                rows.append(_log_row(step, sums, window_codes, quantize, time.perf_counter() - t_window))
+                rows.append(_log_row(step, sums, window_codes, quantize, adversarial,
+                                     time.perf_counter() - t_window))
                 bar.set_postfix(l1=f"{rows[-1]['l1']:.4f}", k_data=rows[-1]["k_data"])
-                log.info("step %d %s", step, {k: rows[-1][k] for k in ("loss", "l1", "vq", "k_data", "k_img_max")})
-                window_codes, sums, t_window = [], {"loss": 0.0, "l1": 0.0, "vq": 0.0, "n": 0}, time.perf_counter()
+                log.info("step %d %s", step, {k: rows[-1][k] for k in ("loss", "l1", "lpips", "vq", "g_loss",
+                                                                        "d_loss", "d_weight", "k_data", "k_img_max")})
+                window_codes, sums, t_window = [], _new_sums(), time.perf_counter()
             if stop["signal"] is not None:
                 checkpoint()
                 raise Preempted(f"{stop['signal']} received: checkpoint written at step {step} to {ckpt}; "
@@ -187,11 +304,11 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         raise RuntimeError(f"{experiment['name']}: training ended before T_q; the codebook was never initialised")
     checkpoint()
     save_model(run_dir / "model.pt", model, ema, meta={"experiment": experiment["name"], "steps": step,
-                                                        "losses": LOSSES, "codebook_inits": init_log})
+                                                        "losses": losses, "codebook_inits": init_log})
     _write_log(run_dir / "train_log.csv", rows)
     seconds = time.perf_counter() - t_start
     log.info("trained %s: %d steps, %.1f s in this process", experiment["name"], step, seconds)
-    return {"steps": step, "losses": LOSSES, "codebook_inits": init_log, "log": rows}
+    return {"steps": step, "losses": losses, "codebook_inits": init_log, "log": rows}
 
 
 def init_codebook(model: PIVQ, ema: PIVQ, history, sched: Schedule, gen: torch.Generator, step: int,
@@ -209,11 +326,17 @@ def init_codebook(model: PIVQ, ema: PIVQ, history, sched: Schedule, gen: torch.G
              step, len(vectors), sched.kmeans_iters)
 
 
-def _log_row(step: int, sums: dict, window_codes: list[torch.Tensor], quantized: bool, seconds: float) -> dict:
-    n = max(sums["n"], 1)
-    row = {"step": step, "loss": sums["loss"] / n, "l1": sums["l1"] / n, "vq": sums["vq"] / n,
-           "k_data": 0, "k_img_max": 0, "k_img_mean": 0.0, "quantized": int(quantized),
-           "steps_per_s": sums["n"] / max(seconds, 1e-9)}
+def _new_sums() -> dict:
+    return {k: 0 if k.startswith("n") else 0.0 for k in _SUMS}
+
+
+def _log_row(step: int, sums: dict, window_codes: list[torch.Tensor], quantized: bool, adversarial: bool,
+             seconds: float) -> dict:
+    n, n_adv = max(sums["n"], 1), max(sums["n_adv"], 1)
+    row = {"step": step, "loss": sums["loss"] / n, "l1": sums["l1"] / n, "lpips": sums["lpips"] / n,
+           "vq": sums["vq"] / n, "g_loss": sums["g_loss"] / n_adv, "d_loss": sums["d_loss"] / n_adv,
+           "d_weight": sums["d_weight"] / n_adv, "k_data": 0, "k_img_max": 0, "k_img_mean": 0.0,
+           "quantized": int(quantized), "adversarial": int(adversarial), "steps_per_s": sums["n"] / max(seconds, 1e-9)}
     if window_codes:
         codes = torch.cat(window_codes)
         per_image = torch.tensor([len(torch.unique(c)) for c in codes])

@@ -1,4 +1,8 @@
-"""Training state on disk: everything needed to resume a run exactly where it stopped."""
+"""Training state on disk: everything needed to resume a run exactly where it stopped.
+
+With the adversarial term on, that includes the discriminator, its optimizer and the DiffAugment generator;
+``recipe`` records the loss settings, so a run is never resumed under another recipe.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ FORMAT = "pivq-train-state-v1"
 
 def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator, history: list[torch.Tensor],
                rows: list[dict], init_log: list[dict], step: int, config: dict, window_codes: list[torch.Tensor],
-               window_sums: dict) -> None:
+               window_sums: dict, recipe: dict, discriminator=None, disc_optimizer=None,
+               aug_generator: torch.Generator | None = None) -> None:
     payload = {
         "format": FORMAT,
         "config": config,
@@ -28,6 +33,10 @@ def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
         "init_log": init_log,
         "window_codes": window_codes,
         "window_sums": window_sums,
+        "recipe": recipe,  # the loss settings of the run (pivq.train.loop.RECIPE_KEYS)
+        "discriminator": None if discriminator is None else discriminator.state_dict(),
+        "disc_optimizer": None if disc_optimizer is None else disc_optimizer.state_dict(),
+        "aug_generator": None if aug_generator is None else aug_generator.get_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

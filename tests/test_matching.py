@@ -1,0 +1,117 @@
+"""Exact matching quantization (pivq.quantize.matching) and OptVQ's Sinkhorn assignment, against scipy's
+dense linear_sum_assignment on thousands of small instances of five latent kinds."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from pivq.quantize import METHODS, assign
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+MATCHING = importlib.import_module("pivq.quantize.matching")
+
+
+@pytest.fixture
+def no_fallback(monkeypatch):
+    """The fast solver must prove its own answers: its dense fallback would hide a broken certificate."""
+
+    def fail(dist):
+        raise AssertionError("dense fallback used")
+
+    monkeypatch.setattr(MATCHING, "_dense_reference", fail)
+    monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)  # small problems would go straight to scipy
+
+KINDS = ["gaussian", "clustered", "collapsed", "near_distinct", "ties"]
+
+
+def _instance(kind: str, rng: np.random.Generator, n_codes: int, k: int, d: int):
+    if kind == "gaussian":
+        return rng.normal(size=(n_codes, d)), rng.normal(size=(k, d))
+    if kind == "clustered":  # every latent near one of a few codes: nearest repeats codes
+        codebook = rng.normal(size=(k, d)) * 3
+        centres = codebook[rng.choice(k, size=int(rng.integers(1, 4)), replace=False)]
+        return centres[rng.integers(len(centres), size=n_codes)] + rng.normal(size=(n_codes, d)) * 0.05, codebook
+    if kind == "collapsed":  # all latents identical
+        return np.repeat(rng.normal(size=(1, d)), n_codes, axis=0), rng.normal(size=(k, d))
+    if kind == "near_distinct":  # each latent close to its own code
+        codebook = rng.normal(size=(k, d)) * 5
+        return codebook[rng.choice(k, size=n_codes, replace=False)] + rng.normal(size=(n_codes, d)) * 0.01, codebook
+    if kind == "ties":  # integer grid, duplicated rows and codes: many exactly equal distances
+        return rng.integers(-1, 2, size=(n_codes, d)).astype(float), rng.integers(-1, 2, size=(k, d)).astype(float)
+    raise AssertionError(kind)
+
+
+def _check(z: np.ndarray, codebook: np.ndarray, kind: str) -> None:
+    """One batch (B, L, d): distinct codes per image, total distance equal to scipy's optimum, inputs kept."""
+    z_t, cb_t = torch.tensor(z, dtype=torch.float32), torch.tensor(codebook, dtype=torch.float32)
+    z0, cb0 = z_t.clone(), cb_t.clone()
+    got = assign(z_t, cb_t, "matching")
+    assert torch.equal(z_t, z0) and torch.equal(cb_t, cb0), "inputs mutated"
+    assert got.shape == z.shape[:2] and got.dtype == torch.int64
+    z64, cb64 = z_t.double().numpy(), cb_t.double().numpy()
+    for zi, cols in zip(z64, got.numpy()):
+        assert len(set(cols.tolist())) == len(cols), f"{kind}: repeated code"
+        dist = np.linalg.norm(zi[:, None] - cb64[None], axis=-1)
+        rows, best = linear_sum_assignment(dist)
+        optimum = dist[rows, best].sum()
+        assert dist[np.arange(len(cols)), cols].sum() == pytest.approx(optimum, rel=1e-6, abs=1e-6), kind
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_matching_is_exact_on_many_small_instances(kind, no_fallback):
+    rng = np.random.default_rng(KINDS.index(kind))
+    for _ in range(250):  # batches of 1-3 images: ~500 instances per kind
+        n_codes, d = int(rng.integers(2, 13)), int(rng.integers(1, 5))
+        k = int(rng.integers(n_codes, 41))
+        codebook = None
+        zs = []
+        for _ in range(int(rng.integers(1, 4))):
+            z, cb = _instance(kind, rng, n_codes, k, d)
+            codebook = cb if codebook is None else codebook
+            zs.append(z)
+        _check(np.stack(zs), codebook, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_matching_is_exact_on_larger_instances(kind, no_fallback):
+    rng = np.random.default_rng(10 + KINDS.index(kind))
+    for _ in range(3):
+        z, codebook = _instance(kind, rng, 64, 512, 8)
+        _check(z[None], codebook, kind)
+
+
+def test_matching_k_equal_l_and_mixed_duplicate_groups(no_fallback):
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n_codes = int(rng.integers(2, 10))
+        points = rng.normal(size=(3, 2))
+        z = points[rng.integers(3, size=n_codes)]  # a few groups of identical latents
+        _check(z[None], rng.normal(size=(n_codes + int(rng.integers(0, 3)), 2)), "groups")
+
+
+def test_matching_error_names_l_and_k():
+    with pytest.raises(ValueError, match="L=6.*K=4"):
+        assign(torch.zeros(2, 6, 3), torch.randn(4, 3), "matching")
+
+
+def test_sinkhorn_shape_valid_and_deterministic():
+    assert "sinkhorn" in METHODS
+    g = torch.Generator().manual_seed(0)
+    z, codebook = torch.randn(3, 10, 4, generator=g), torch.randn(40, 4, generator=g)
+    z0 = z.clone()
+    a, b = assign(z, codebook, "sinkhorn"), assign(z, codebook, "sinkhorn")
+    assert a.shape == (3, 10) and a.dtype == torch.int64 and torch.equal(a, b) and torch.equal(z, z0)
+    assert ((a >= 0) & (a < 40)).all()
+
+
+def test_sinkhorn_spreads_a_collapsed_batch_more_than_nearest():
+    g = torch.Generator().manual_seed(1)
+    codebook = torch.randn(64, 8, generator=g)
+    z = (torch.randn(4, 1, 8, generator=g) + 0.05 * torch.randn(4, 16, 8, generator=g)).contiguous()
+    used = {m: len(torch.unique(assign(z, codebook, m))) for m in ("nearest", "sinkhorn")}
+    assert used["sinkhorn"] > used["nearest"], used
