@@ -202,3 +202,25 @@ def test_truncated_or_foreign_checkpoint_names_the_path(make_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries behind
+
+
+@pytest.mark.parametrize("preset, grid, tokens", [("ut256", 16, 512), ("celeba64", 8, 32), ("toy32", 8, 16)])
+def test_paper_presets_instantiate_as_specified(params, preset, grid, tokens):
+    """The presets of params.yaml build (on the meta device: no memory) with the paper's shapes."""
+    import torch
+
+    cfg = ModelConfig.from_dict(params["models"][preset])
+    with torch.device("meta"):
+        model = PIVQ(cfg)
+    assert cfg.grid == grid and cfg.codes == tokens
+    assert model.queries.shape == (1, cfg.codes, cfg.width)  # L learned embeddings appended to the input
+    assert model.pos_in.shape == model.pos_out.shape == (1, grid * grid, cfg.width)
+    assert model.quantizer.codebook.shape == (cfg.codebook_size, cfg.width)
+    layer = model.encoder.layers[0]
+    assert len(model.encoder.layers) == len(model.decoder.layers) == cfg.layers
+    assert layer.linear1.out_features == cfg.ffn and layer.self_attn.embed_dim == cfg.width
+    if preset == "ut256":  # Unleashing Transformers' stack and the paper's transformer (section 4.1)
+        assert (cfg.nf, cfg.ch_mult, cfg.res_blocks, cfg.attn_resolutions) == (128, (1, 1, 2, 2, 4), 2, (16,))
+        assert (cfg.width, cfg.ffn, cfg.layers, cfg.codes, cfg.codebook_size) == (256, 1024, 4, 512, 4096)
+    if preset == "celeba64":
+        assert (cfg.width, cfg.ffn, cfg.layers, cfg.codes, cfg.codebook_size) == (128, 512, 4, 32, 512)

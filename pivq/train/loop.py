@@ -192,19 +192,14 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         history.extend(state["history"])
         rows, init_log, step = state["rows"], state["init_log"], state["step"]
         window_codes, sums = state["window_codes"], {**_new_sums(), **state["window_sums"]}
-        # states from before the recipe was recorded are L1 + VQ runs
-        saved_recipe = state.get("recipe") or {"perceptual_weight": 0.0, "adversarial_start": None}
-        if saved_recipe != sched.recipe:
-            diff = [k for k in RECIPE_KEYS if saved_recipe.get(k) != sched.recipe.get(k)]
+        if state["recipe"] != sched.recipe:
+            diff = [k for k in RECIPE_KEYS if state["recipe"].get(k) != sched.recipe.get(k)]
             raise ValueError(f"{ckpt} holds a run with other loss settings (differs in: {', '.join(diff)}); "
                              "delete it to start over")
-        if disc is not None and state.get("discriminator") is not None:
+        if disc is not None:
             disc.load_state_dict(state["discriminator"])
             d_opt.load_state_dict(state["disc_optimizer"])
             aug_gen.set_state(state["aug_generator"])
-        for r in rows:  # rows logged before the adversarial columns existed
-            for c in LOG_COLUMNS:
-                r.setdefault(c, 0)
         log.info("resumed %s from %s at step %d", experiment["name"], ckpt, step)
 
     def checkpoint() -> None:
@@ -270,7 +265,8 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
                 sums["d_weight"] += d_weight.item()
                 sums["n_adv"] += 1
             ema_update(ema, model, sched.ema_beta)
-            history.append(z.detach().reshape(-1, cfg.width).cpu())
+            if sched.init_steps[0] - sched.init_window <= step < sched.init_steps[-1]:  # a k-means window
+                history.append(z.detach().reshape(-1, cfg.width).cpu())
             if indices is not None:
                 window_codes.append(indices.cpu())
             sums["loss"] += loss.item()
