@@ -240,11 +240,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
                 loss = rec_loss + d_weight * g_loss + vq_loss
             else:
                 loss = rec_loss + vq_loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{experiment['name']}: loss is {loss.item()} at step {step}; stopping. "
-                    f"The last good checkpoint is {ckpt if ckpt.exists() else 'not written yet'}"
-                )
+            _check_finite(loss, "loss", experiment["name"], step, ckpt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -252,11 +248,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
                 disc.requires_grad_(True)
                 real = diff_augment(x, sched.diffaug, aug_gen)
                 d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
-                if not torch.isfinite(d_loss):
-                    raise FloatingPointError(
-                        f"{experiment['name']}: discriminator loss is {d_loss.item()} at step {step}; stopping. "
-                        f"The last good checkpoint is {ckpt if ckpt.exists() else 'not written yet'}"
-                    )
+                _check_finite(d_loss, "discriminator loss", experiment["name"], step, ckpt)
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
@@ -305,6 +297,13 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     seconds = time.perf_counter() - t_start
     log.info("trained %s: %d steps, %.1f s in this process", experiment["name"], step, seconds)
     return {"steps": step, "losses": losses, "codebook_inits": init_log, "log": rows}
+
+
+def _check_finite(value: torch.Tensor, what: str, name: str, step: int, ckpt: Path) -> None:
+    """A NaN or inf stops the run; the last checkpoint written stays the last good one."""
+    if not torch.isfinite(value):
+        raise FloatingPointError(f"{name}: {what} is {value.item()} at step {step}; stopping. "
+                                 f"The last good checkpoint is {ckpt if ckpt.exists() else 'not written yet'}")
 
 
 def init_codebook(model: PIVQ, ema: PIVQ, history, sched: Schedule, gen: torch.Generator, step: int,
