@@ -234,3 +234,13 @@ def test_kmeans_degenerate_inputs():
     assert all(any(torch.equal(c, p) for p in x) for c in centres)
     with pytest.raises(ValueError, match="k=4"):
         kmeans(torch.randn(3, 2), 4, 3, torch.Generator().manual_seed(0))
+
+
+def test_kmeans_assignment_in_chunks_equals_the_full_distance_matrix():
+    from pivq.quantize.kmeans import nearest_centre
+
+    gen = torch.Generator().manual_seed(0)
+    x, centres = torch.randn(1000, 8, generator=gen), torch.randn(50, 8, generator=gen)
+    full = torch.cdist(x, centres).argmin(dim=1)
+    for chunk in (50, 500, 1 << 26):  # one row at a time, several rows, everything at once
+        assert torch.equal(nearest_centre(x, centres, chunk_elements=chunk), full)

@@ -21,11 +21,18 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
     x = x.float()
     centres = _kmeans_plus_plus(x, k, generator)
     for _ in range(iters):
-        labels = torch.cdist(x, centres).argmin(dim=1)
+        labels = nearest_centre(x, centres)
         sums = torch.zeros_like(centres).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).unsqueeze(1)
         centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
     return centres
+
+
+def nearest_centre(x: torch.Tensor, centres: torch.Tensor, chunk_elements: int = 1 << 26) -> torch.Tensor:
+    """argmin_j ||x_i - c_j|| for every row, in row chunks: at paper scale (about 2M vectors x 4096 centres)
+    the full distance matrix would take 32 GB."""
+    rows = max(1, chunk_elements // len(centres))
+    return torch.cat([torch.cdist(part, centres).argmin(dim=1) for part in x.split(rows)])
 
 
 def _kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
