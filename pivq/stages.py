@@ -161,6 +161,19 @@ def capacity(name: str, dataset_name: str, quantizer: str, codes_path: str | Pat
     return result
 
 
+def rate(name: str, dataset_name: str, codes_path: str | Path, out_path: str | Path) -> dict:
+    """Measured rate: every test image's code set entropy-coded as a set with code frequencies of the train split
+    (VBQ's scheme), decoded back to check it is lossless, beside the eq. 4 bound."""
+    from pivq.analysis.rate import measure_rate
+    from pivq.encode import load_codes
+
+    codes, split, K = load_codes(codes_path)
+    result = measure_rate(codes[split == "train"], codes[split == "test"], K)
+    result = {"experiment": name, "dataset": dataset_name, **result}
+    write_json(out_path, result)
+    return result
+
+
 def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, dataset_dir: str | Path,
           out_path: str | Path) -> dict:
     """Section 3.8: logistic regression from code presence to each binary attribute, k-fold CV."""

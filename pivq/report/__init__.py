@@ -23,6 +23,7 @@ REQUIRED_KEYS = {
     "probe.json": ("folds", "attributes"),
     "fidelity.json": ("feature_extractor", "n_fake", "fid", "precision", "recall", "density", "coverage"),
     "training.json": ("steps",),
+    "rate.json": ("bits_mean", "bits_max", "eq4_bits", "roundtrip_ok"),
 }
 PROBE_ATTRIBUTE_KEYS = ("name", "accuracy_mean", "accuracy_std", "baseline")
 

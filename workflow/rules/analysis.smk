@@ -1,4 +1,4 @@
-# Stages 6 and 7: capacity and codebook usage (Table 2, eqs. 2 and 4); attribute probe (Figure 5).
+# Stages 6 and 7: capacity, codebook usage and measured rate (Table 2, eqs. 2 and 4); attribute probe (Figure 5).
 
 
 rule capacity:
@@ -16,6 +16,22 @@ rule capacity:
     threads: 1
     script:
         "../scripts/capacity.py"
+
+
+rule rate:
+    input:
+        codes="runs/{exp}/codes.npz",
+    output:
+        rate="results/metrics/{exp}/rate.json",
+    params:
+        dataset=dataset_name,
+    log:
+        "logs/rate_{exp}.log",
+    conda:
+        "../envs/pivq.yaml"
+    threads: 1
+    script:
+        "../scripts/rate.py"
 
 
 rule probe:

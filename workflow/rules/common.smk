@@ -2,8 +2,9 @@
 # change to, say, the sampling settings does not re-trigger training (Snakemake's params rerun trigger).
 
 EXPERIMENTS = experiments_to_build(config)
-# Algorithm 1 recombines code *sets*: sampling, metrics and Figure 1 are built for matching runs only.
-SAMPLED = [e for e in EXPERIMENTS if config["experiments"][e]["quantizer"] == "matching"]
+# Matching gives every image a *set* of codes: Algorithm 1 (sampling, sample metrics, Figure 1) and the
+# set coder (measured rate) need that, so they are built for matching runs only.
+SET_CODED = [e for e in EXPERIMENTS if config["experiments"][e]["quantizer"] == "matching"]
 
 
 wildcard_constraints:

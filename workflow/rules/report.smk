@@ -7,7 +7,7 @@ TABLES = expand(
 )
 FIGURE_NAMES = (
     ["figure4_capacity", "training_curves"]
-    + (["figure1_interpolations"] if SAMPLED else [])
+    + (["figure1_interpolations"] if SET_CODED else [])
     + [f"figure5_probe_{e}" for e in EXPERIMENTS]
 )
 FIGURES = expand(
@@ -16,7 +16,7 @@ FIGURES = expand(
 METRICS = (
     expand("results/metrics/{exp}/{name}", exp=EXPERIMENTS, name=["training.json", "training_log.csv",
                                                                    "capacity.json", "probe.json"])
-    + expand("results/metrics/{exp}/{name}", exp=SAMPLED, name=["fidelity.json", "interpolation_paths.npz"])
+    + expand("results/metrics/{exp}/{name}", exp=SET_CODED, name=["fidelity.json", "interpolation_paths.npz", "rate.json"])
 )
 
 
