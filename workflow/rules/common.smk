@@ -32,9 +32,11 @@ def train_spec(wildcards):
     return {k: exp[k] for k in keys}
 
 
-def resources_of(key, default):
+def resources_of(key):
+    """A cluster resource of the experiment (params.yaml: experiments.<exp>.resources)."""
+
     def get(wildcards):
-        return config["experiments"][wildcards.exp]["resources"].get(key, default)
+        return config["experiments"][wildcards.exp]["resources"][key]
 
     return get
 

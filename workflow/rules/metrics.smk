@@ -35,6 +35,6 @@ rule fidelity:
         "../envs/pivq.yaml"
     threads: 2
     resources:
-        gpu=resources_of("gpu", 0),
+        gpu=resources_of("gpu"),
     script:
         "../scripts/fidelity.py"

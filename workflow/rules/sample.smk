@@ -15,7 +15,7 @@ rule sample_shard:
         "../envs/pivq.yaml"
     threads: 1
     resources:
-        gpu=resources_of("gpu", 0),
+        gpu=resources_of("gpu"),
     script:
         "../scripts/sample_shard.py"
 

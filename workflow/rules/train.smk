@@ -19,9 +19,9 @@ rule train:
     threads: 1
     priority: 10  # start every training run first: they are the critical path
     resources:
-        gpu=resources_of("gpu", 0),
-        runtime=resources_of("runtime_min", 60),
-        mem_mb=resources_of("mem_mb", 4000),
+        gpu=resources_of("gpu"),
+        runtime=resources_of("runtime_min"),
+        mem_mb=resources_of("mem_mb"),
     script:
         "../scripts/train.py"
 
@@ -38,6 +38,6 @@ rule encode:
         "../envs/pivq.yaml"
     threads: 1
     resources:
-        gpu=resources_of("gpu", 0),
+        gpu=resources_of("gpu"),
     script:
         "../scripts/encode.py"
