@@ -30,7 +30,7 @@ DVC = BIN / "dvc"
 
 # Every rule a full `all` of the embedded set runs, besides `all` itself (README's stages 1-8).
 STAGE_RULES = ["prepare_dataset", "train_extractor", "train", "encode", "sample_shard", "interpolation_paths",
-               "fidelity", "capacity", "probe", "tables", "figures"]
+               "fidelity", "capacity", "rate", "probe", "tables", "figures"]
 TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced"]
 EXPERIMENTS = {"toy_matching": "matching", "toy_nearest": "nearest"}
 
@@ -127,7 +127,7 @@ def expected_logs(params: dict) -> set[str]:
         exp = params["experiments"][e]
         logs |= {f"train_{e}", f"encode_{e}", f"capacity_{e}", f"probe_{e}"}
         if exp["quantizer"] == "matching":
-            logs |= {f"interpolation_paths_{e}", f"fidelity_{e}"}
+            logs |= {f"interpolation_paths_{e}", f"fidelity_{e}", f"rate_{e}"}
             logs |= {f"sample_{e}_{i}" for i in range(exp["sample"]["shards"])}
     return {f"logs/{name}.log" for name in logs}
 
@@ -192,7 +192,7 @@ def test_metrics_are_valid_json_naming_their_feature_extractor(tiny_run):
         folder = root / "results" / "metrics" / exp
         names = {p.name for p in folder.glob("*.json")}
         expected = {"training.json", "capacity.json", "probe.json"} | (
-            {"fidelity.json"} if quantizer == "matching" else set())
+            {"fidelity.json", "rate.json"} if quantizer == "matching" else set())
         assert names == expected, f"{folder}: {sorted(names)}"
         for path in folder.glob("*.json"):
             data = json.loads(path.read_text())  # valid JSON
@@ -208,6 +208,8 @@ def test_metrics_are_valid_json_naming_their_feature_extractor(tiny_run):
     for key in ("fid", "precision", "recall", "density", "coverage"):
         assert isinstance(fidelity[key], (int, float)), key
     assert (root / "results/metrics/toy_matching/interpolation_paths.npz").is_file()
+    rate = json.loads((root / "results/metrics/toy_matching/rate.json").read_text())
+    assert rate["roundtrip_ok"] is True and rate["n_test"] == params["datasets"]["toyfaces32"]["n_test"]
     assert not (root / "results/metrics/toy_nearest/fidelity.json").exists()  # nearest runs are not sampled
     summary = json.loads((root / "results/metrics/extractor_toyfaces32.json").read_text())
     assert summary["extractor"] == extractor
