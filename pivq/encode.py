@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from pivq.io import atomic_path
 from pivq.model import PIVQ
-from pivq.train.loop import to_float
+from pivq.model.pixels import to_float
 
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool):

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pivq.io import atomic_path
 from pivq.model import PIVQ
+from pivq.model.pixels import to_uint8
 
 
 def _check_set(codes: torch.Tensor, name: str) -> None:
@@ -52,11 +53,6 @@ def smooth_path(codes_a: torch.Tensor, codes_b: torch.Tensor, generator: torch.G
     rb = only_b[torch.randperm(len(only_b), generator=generator)]
     r = len(ra)
     return [torch.cat([common, ra[:t], rb[t:]]) for t in range(r, -1, -1)]
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Model output (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:

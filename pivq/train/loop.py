@@ -40,6 +40,7 @@ from pivq.io import atomic_path, write_json
 from pivq.model import PIVQ, ModelConfig
 from pivq.model.checkpoint import save_model
 from pivq.model.discriminator import build_discriminator
+from pivq.model.pixels import to_float
 from pivq.quantize import kmeans
 from pivq.train.diffaug import diff_augment
 from pivq.train.losses import adaptive_weight, build_lpips, hinge_d_loss, hinge_g_loss
@@ -57,8 +58,8 @@ _SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_ad
 # The loss settings of a schedule (params.yaml, every key required there).
 RECIPE_KEYS = ("perceptual_weight", "adversarial_start", "disc_weight", "adaptive_weight_limit", "diffaug",
                "disc_layers", "disc_ndf")
-# Experiment dicts written before these keys existed (and the tests' tiny schedule) name none of them: they
-# are runs of the L1 + VQ recipe, and are read as such. A dict naming some but not all of them is an error.
+
+
 @dataclass(frozen=True)
 class Schedule:
     steps: int
@@ -120,11 +121,6 @@ def losses_of(sched: Schedule) -> list[str]:
 
 class Preempted(SystemExit):
     """Raised after a checkpoint when SIGTERM/SIGUSR1 arrives; a non-zero exit so the job is retried."""
-
-
-def to_float(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 @torch.no_grad()
