@@ -12,6 +12,14 @@ configfile: "params.yaml"
 validate_params(config, schema_path=f"{workflow.basedir}/workflow/schemas/params.schema.yaml")
 
 
+# Seconds of CPU work each: on a cluster they run on the submitting node instead of waiting in the queue.
+localrules:
+    all,
+    capacity,
+    tables,
+    figures,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -39,7 +39,8 @@ def cmd_prepare(args) -> None:
     params = _params(args)
     if args.dataset not in params["datasets"]:
         raise SystemExit(f"pivq prepare: unknown dataset {args.dataset!r}; known: {sorted(params['datasets'])}")
-    print(prepare_dataset(args.dataset, params["datasets"][args.dataset], args.out or f"data/{args.dataset}"))
+    print(prepare_dataset(args.dataset, params["datasets"][args.dataset], args.out or f"data/{args.dataset}",
+                          workers=args.workers))
 
 
 def cmd_train(args) -> None:
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prepare", cmd_prepare, "prepare a dataset into data/<dataset>/")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", help="output folder (default: data/<dataset>)")
+    p.add_argument("--workers", type=int, default=1, help="image-decoding processes for the real datasets")
     add("train", cmd_train, "train (or resume) an experiment", experiment=True, threads=True)
     add("encode", cmd_encode, "encode every image of an experiment's dataset to its code set", experiment=True,
         threads=True)

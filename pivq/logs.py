@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ def to_file(path: str | os.PathLike | None) -> Iterator[None]:
     with open(path, "a", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         logging.basicConfig(level=logging.INFO, format=fmt, stream=f, force=True)
         logging.captureWarnings(True)
+        logging.getLogger("pivq").info("host %s, pid %d%s", socket.gethostname(), os.getpid(), _cluster_context())
         try:
             yield
         except BaseException:
@@ -32,3 +34,9 @@ def to_file(path: str | os.PathLike | None) -> Iterator[None]:
             raise
         finally:
             logging.captureWarnings(False)
+
+
+def _cluster_context() -> str:
+    """Which Slurm job and GPUs ran the stage (empty outside Slurm): the first thing to know about a failed job."""
+    names = ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES")
+    return "".join(f", {name}={os.environ[name]}" for name in names if name in os.environ)

@@ -17,17 +17,23 @@ from pivq.io import write_json
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(name: str, dataset: dict, out_dir: str | Path) -> Path:
-    """Raw data (or the toyfaces generator) -> the prepared format in ``out_dir``."""
-    if dataset["kind"] == "toyfaces":
-        from pivq.data import prepare_toyfaces
+def prepare_dataset(name: str, dataset: dict, out_dir: str | Path, workers: int = 1) -> Path:
+    """Raw data (or the toyfaces generator) -> the prepared format in ``out_dir``; ``workers`` decoding processes."""
+    from pivq.data import prepare_celeba, prepare_celebahq, prepare_ffhq, prepare_toyfaces
 
+    kind = dataset["kind"]
+    if kind == "toyfaces":
         return prepare_toyfaces(out_dir, resolution=dataset["resolution"], n_train=dataset["n_train"],
                                 n_test=dataset["n_test"], seed=dataset["seed"], name=name)
-    raise NotImplementedError(
-        f"datasets.{name}: preparing {dataset['kind']!r} from {dataset.get('root')} is not implemented yet "
-        "(tracked in issue 5); only the embedded toyfaces dataset can be prepared"
-    )
+    common = {"resolution": dataset["resolution"], "name": name, "workers": workers,
+              "skip_corrupt": dataset["skip_corrupt"]}
+    if kind == "celeba":
+        return prepare_celeba(dataset["root"], out_dir, **common)
+    if kind == "celebahq":
+        return prepare_celebahq(dataset["root"], out_dir, seed=dataset["seed"], n_test=dataset["n_test"], **common)
+    if kind == "ffhq":
+        return prepare_ffhq(dataset["root"], out_dir, **common)
+    raise ValueError(f"datasets.{name}.kind: unknown dataset kind {kind!r}")
 
 
 def train_feature_extractor(dataset_dir: str | Path, extractor: dict, out_path: str | Path,
@@ -125,8 +131,12 @@ def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, da
 
 def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard_paths: list[str | Path],
              dataset_dir: str | Path, extractor_weights: str | Path | None, out_path: str | Path,
-             threads: int = 1) -> dict:
-    """FID, precision, recall, density, coverage of the samples against training images."""
+             threads: int = 1, reference_cache: str | Path | None = None) -> dict:
+    """FID, precision, recall, density, coverage of the samples against training images.
+
+    ``reference_cache``: a folder of reference-set features keyed by content (the rules use
+    data/<dataset>/reference_features/, shared by every experiment on that dataset); None extracts them anew.
+    """
     import torch
 
     from pivq.data import PreparedDataset
@@ -142,8 +152,12 @@ def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard
     result = compute_fidelity(np.asarray(data.images[real_idx]), fake, extractor=extractor["name"],
                               weights_path=extractor_weights, nearest_k=metrics["nearest_k"],
                               batch_size=metrics["batch_size"], seed=metrics["seed"],
-                              device="cuda" if torch.cuda.is_available() else "cpu")
+                              device="cuda" if torch.cuda.is_available() else "cpu",
+                              reference_cache=reference_cache)
     result.pop("feature_extractor_weights_file", None)  # a local path, not a result (its sha256 stays)
+    # a hit or a miss is how the run went, not a result: the log says it, the JSON stays the same either way
+    log.info("reference features: cache %s, key %s", result.pop("reference_features_cache"),
+             result["reference_features_key"])
     result = {"experiment": name, "dataset": dataset_name, "real_split": "train", **result}
     write_json(out_path, result)
     return result

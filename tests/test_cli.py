@@ -229,11 +229,11 @@ def test_report_tables_from_a_metrics_folder(tmp_path):
 
 
 def test_prepare_a_real_dataset_fails_fast_and_clearly(tmp_path):
-    """Preparing CelebA & co. is not implemented yet (issue 5): a message naming the dataset, no traceback."""
+    """Without the raw download: a message naming the missing folder and what belongs there, no traceback."""
     out = tmp_path / "celeba64"
     proc = pivq("prepare", "--params", REPO / "params.yaml", "--dataset", "celeba64", "--out", out, cwd=tmp_path,
                 timeout=60)
-    assert_clean_failure(proc, "pivq prepare:", "celeba64", "not implemented")
+    assert_clean_failure(proc, "pivq prepare:", "raw/celeba", "list_attr_celeba.txt")
     assert not out.exists(), "a failed preparation left a folder behind"
 
 

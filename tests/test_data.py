@@ -24,7 +24,7 @@ from pivq.data import (
 )
 from pivq.data.toyfaces import _face_attributes, attribute_table, sample_factors
 
-FIXTURES = Path("/work/shared/fixtures/ffhq-features")
+FIXTURES = Path(__file__).parent / "fixtures" / "ffhq-features"  # real FFHQ-features annotation files
 
 # ------------------------------------------------------------------------------------------ toyfaces
 
@@ -291,3 +291,8 @@ def test_rules_markdown_lists_every_attribute():
     text = rules_markdown()
     assert text.startswith("| attribute | rule |")
     assert all(f"`{name}`" in text for name in BINARY_ATTRIBUTES)
+
+
+def test_readme_states_the_rules_the_code_applies():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert rules_markdown() in readme, "README's attribute-rule table is stale: paste pivq.data.rules_markdown()"

@@ -26,7 +26,7 @@ def no_fallback(monkeypatch):
     monkeypatch.setattr(MATCHING, "_dense_reference", fail)
     monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)  # small problems would go straight to scipy
 
-KINDS = ["gaussian", "clustered", "collapsed", "near_distinct", "ties"]
+KINDS = ["gaussian", "clustered", "collapsed", "near_collapsed", "near_distinct", "ties"]
 
 
 def _instance(kind: str, rng: np.random.Generator, n_codes: int, k: int, d: int):
@@ -38,6 +38,8 @@ def _instance(kind: str, rng: np.random.Generator, n_codes: int, k: int, d: int)
         return centres[rng.integers(len(centres), size=n_codes)] + rng.normal(size=(n_codes, d)) * 0.05, codebook
     if kind == "collapsed":  # all latents identical
         return np.repeat(rng.normal(size=(1, d)), n_codes, axis=0), rng.normal(size=(k, d))
+    if kind == "near_collapsed":  # one point plus tiny noise: most rows share a nearest code (crowded path)
+        return rng.normal(size=(1, d)) + rng.normal(size=(n_codes, d)) * 0.01, rng.normal(size=(k, d))
     if kind == "near_distinct":  # each latent close to its own code
         codebook = rng.normal(size=(k, d)) * 5
         return codebook[rng.choice(k, size=n_codes, replace=False)] + rng.normal(size=(n_codes, d)) * 0.01, codebook
@@ -92,6 +94,36 @@ def test_matching_k_equal_l_and_mixed_duplicate_groups(no_fallback):
         points = rng.normal(size=(3, 2))
         z = points[rng.integers(3, size=n_codes)]  # a few groups of identical latents
         _check(z[None], rng.normal(size=(n_codes + int(rng.integers(0, 3)), 2)), "groups")
+
+
+@pytest.mark.parametrize("kind", ["collapsed", "near_collapsed"])
+def test_matching_crowded_with_k_equal_l_and_k_near_l(kind, no_fallback):
+    """The crowded path (most rows share one nearest code) when K leaves few or no spare columns."""
+    rng = np.random.default_rng(20 + ["collapsed", "near_collapsed"].index(kind))
+    for spare in (0, 1, 3, 40):
+        z, codebook = _instance(kind, rng, 48, 48 + spare, 6)
+        _check(z[None], codebook, kind)
+
+
+def test_matching_each_path_is_taken(monkeypatch):
+    """The instances above reach every step of the solver (a guard against tests that skip a path)."""
+    monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)
+    used = set()
+    for name in ("_identical_groups", "_crowded", "_pruned"):
+        original = getattr(MATCHING, name)
+
+        def spy(*args, _name=name, _original=original):
+            result = _original(*args)
+            if result is not None:
+                used.add(_name)
+            return result
+
+        monkeypatch.setattr(MATCHING, name, spy)
+    rng = np.random.default_rng(7)
+    for kind in ("collapsed", "near_collapsed", "clustered"):
+        z, codebook = _instance(kind, rng, 64, 512, 8)
+        _check(z[None], codebook, kind)
+    assert used == {"_identical_groups", "_crowded", "_pruned"}, used
 
 
 def test_matching_error_names_l_and_k():

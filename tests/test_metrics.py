@@ -225,3 +225,93 @@ def test_extractor_learns_toyfaces(tmp_path):
     for attr in ("background", "hat"):
         assert summary["heldout_accuracy"][attr] >= 0.9, (attr, summary["heldout_accuracy"])
     assert summary["heldout_accuracy_mean"] > np.mean(list(summary["majority_baseline"].values())) + 0.1
+
+
+# --- reference-feature cache keyed by content (issue 6) ---------------------------------------------------
+
+METRIC_KEYS = ("fid", "precision", "recall", "density", "coverage", "precision_prdc", "recall_prdc")
+
+
+def _fidelity_with_cache(real, fake, weights, cache):
+    return compute_fidelity(real, fake, TOYFACES_CNN, weights, batch_size=64, reference_cache=cache)
+
+
+@pytest.fixture(scope="module")
+def fake_images():
+    return make_patches(120, seed=2)[0]
+
+
+def test_reference_cache_second_call_hits_with_identical_metrics(trained, real_images, fake_images, tmp_path):
+    import json
+
+    path, _ = trained
+    first = _fidelity_with_cache(real_images, fake_images, path, tmp_path / "ref")
+    second = _fidelity_with_cache(real_images, fake_images, path, tmp_path / "ref")
+    uncached = compute_fidelity(real_images, fake_images, TOYFACES_CNN, path, batch_size=64)
+    assert first["reference_features_cache"] == "miss" and second["reference_features_cache"] == "hit"
+    assert uncached["reference_features_cache"] == "off" and uncached["reference_features_key"] is None
+    key = first["reference_features_key"]
+    assert len(key) == 64 and second["reference_features_key"] == key
+    for k in METRIC_KEYS:
+        assert first[k] == second[k] == uncached[k], k
+    npy = tmp_path / "ref" / f"{TOYFACES_CNN}-features-{key[:16]}.npy"
+    sidecar = json.loads(npy.with_suffix(".json").read_text())
+    assert sidecar["key"] == key and sidecar["shape"] == [200, 32] and sidecar["dtype"] == "float32"
+    assert set(sidecar["key_inputs"]) == {"feature_code_version", "images_sha256", "layer", "weights_sha256"}
+    assert sidecar["key_inputs"]["weights_sha256"] == first["feature_extractor_weights_sha256"]
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == sorted([npy.name, npy.with_suffix(".json").name])
+
+
+def test_reference_cache_one_pixel_changes_the_key(trained, real_images, fake_images, tmp_path):
+    from pivq.metrics.reference_cache import images_sha256
+
+    path, _ = trained
+    first = _fidelity_with_cache(real_images, fake_images, path, tmp_path)
+    changed = real_images.copy()
+    changed[17, 3, 5, 1] ^= 1
+    second = _fidelity_with_cache(changed, fake_images, path, tmp_path)
+    assert second["reference_features_cache"] == "miss"
+    assert second["reference_features_key"] != first["reference_features_key"]
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    # The image hash reads a memmap in chunks of rows and equals the in-memory one; the shape is hashed too.
+    mm = np.lib.format.open_memmap(tmp_path / "real.npy", mode="w+", dtype=np.uint8, shape=real_images.shape)
+    mm[:] = real_images
+    assert images_sha256(mm, chunk_bytes=7 * RES * RES * 3) == images_sha256(real_images)
+    assert images_sha256(real_images[:100]) != images_sha256(real_images[:100].reshape(50, 2 * RES, RES, 3))
+
+
+def test_reference_cache_other_extractor_weights_miss(trained, real_images, fake_images, tmp_path):
+    path, _ = trained
+    ckpt = torch.load(path, weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] * 1.01
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    first = _fidelity_with_cache(real_images, fake_images, path, tmp_path / "ref")
+    second = _fidelity_with_cache(real_images, fake_images, other, tmp_path / "ref")
+    assert second["reference_features_cache"] == "miss"
+    assert second["reference_features_key"] != first["reference_features_key"]
+    assert second["fid"] == compute_fidelity(real_images, fake_images, TOYFACES_CNN, other, batch_size=64)["fid"]
+
+
+def test_reference_cache_truncated_file_is_recomputed(trained, real_images, fake_images, tmp_path, caplog):
+    path, _ = trained
+    first = _fidelity_with_cache(real_images, fake_images, path, tmp_path)
+    npy = tmp_path / f"{TOYFACES_CNN}-features-{first['reference_features_key'][:16]}.npy"
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="pivq.metrics.reference_cache"):
+        second = _fidelity_with_cache(real_images, fake_images, path, tmp_path)
+    assert second["reference_features_cache"] == "miss"
+    assert any(r.levelname == "WARNING" and str(npy) in r.getMessage() for r in caplog.records), caplog.text
+    for k in METRIC_KEYS:
+        assert second[k] == first[k], k
+    # rewritten intact: the next call hits; a same-size corruption (one flipped bit) is caught by the sha256
+    assert _fidelity_with_cache(real_images, fake_images, path, tmp_path)["reference_features_cache"] == "hit"
+    data = bytearray(npy.read_bytes())
+    data[-1] ^= 1
+    npy.write_bytes(bytes(data))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pivq.metrics.reference_cache"):
+        third = _fidelity_with_cache(real_images, fake_images, path, tmp_path)
+    assert third["reference_features_cache"] == "miss" and third["fid"] == first["fid"]
+    assert str(npy) in caplog.text

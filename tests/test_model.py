@@ -224,3 +224,15 @@ def test_paper_presets_instantiate_as_specified(params, preset, grid, tokens):
         assert (cfg.width, cfg.ffn, cfg.layers, cfg.codes, cfg.codebook_size) == (256, 1024, 4, 512, 4096)
     if preset == "celeba64":
         assert (cfg.width, cfg.ffn, cfg.layers, cfg.codes, cfg.codebook_size) == (128, 512, 4, 32, 512)
+
+
+def test_saved_checkpoints_are_byte_identical(tmp_path):
+    """Equal weights give equal files (torch.save given a path would name the zip records after the temporary
+    file): the hashes recorded in metrics and manifests depend on it."""
+    from pivq.model.checkpoint import save_atomic
+
+    payload = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"steps": 3}}
+    save_atomic(payload, tmp_path / "a.pt")
+    save_atomic(payload, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], payload["w"])

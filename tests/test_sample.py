@@ -259,3 +259,20 @@ def test_interpolation_paths(make_model, train_codes):
     # reproducible from the seed
     again = interpolation_paths(model, train_codes, images, pairs=2, paths=3, steps=5, seed=0)
     assert np.array_equal(again, out)
+
+
+@pytest.mark.parametrize("length", [1, 7, 64])
+def test_batched_algorithm1_equals_the_per_sample_reference(length):
+    """generate_shard's batched Algorithm 1 gives, row for row and in order, what interpolate() gives with the
+    same generator: every overlap from disjoint to identical sets."""
+    from pivq.sample import _interpolate_rows
+
+    rng = np.random.default_rng(length)
+    K, pairs = 3 * length, 40
+    a = np.stack([rng.choice(K, length, replace=False) for _ in range(pairs)])
+    b = np.stack([rng.choice(K, length, replace=False) for _ in range(pairs)])
+    b[0], b[1] = a[0], a[1][::-1]  # identical sets, in any order
+    batched = _interpolate_rows(a, b, [torch.Generator().manual_seed(i) for i in range(pairs)])
+    for i in range(pairs):
+        expected = interpolate(torch.from_numpy(a[i]), torch.from_numpy(b[i]), torch.Generator().manual_seed(i))
+        assert batched[i].tolist() == expected.tolist(), i

@@ -354,6 +354,14 @@ def test_bad_params_stop_before_any_job(workflow_copy, case):
             assert not (workflow_copy / folder).exists(), f"a job ran ({folder}/ exists) despite {case}"
 
 
+def test_dry_run_stops_on_a_missing_raw_download(workflow_copy):
+    """The paper's datasets are never downloaded: `snakemake -n` names the missing folder and the params key."""
+    proc = _run([SNAKEMAKE, "-n", "all", "--config", "experiment_set=paper"], workflow_copy)
+    assert proc.returncode != 0
+    assert "datasets.celeba64.root = raw/celeba" in proc.out and "list_attr_celeba.txt" in proc.out, proc.out[-3000:]
+    assert not (workflow_copy / "data").exists()
+
+
 def test_slurm_profile_parses():
     """`snakemake --profile slurm` needs a Slurm; check what the profile sets instead."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
@@ -362,3 +370,125 @@ def test_slurm_profile_parses():
     assert isinstance(profile["retries"], int) and profile["retries"] >= 1  # a preempted training run resumes
     assert profile["config"] == ["experiment_set=paper"]
     assert "paper" in _load_params()["experiment_sets"]
+
+
+# --- on a real Slurm: `snakemake --profile slurm` (README, "On a Slurm cluster") ------------------------------
+# slurm/local/setup-slurm.sh installs and starts a single-node Slurm on localhost (root and apt-get needed, as in
+# CI); slurm/local/config.yaml is the overlay profile for it. Each snakemake run is bounded by `timeout -s INT`
+# (SIGINT: the one signal the Slurm plugin honours while it polls).
+
+SLURM_TIMEOUT = 1200
+SETUP_SLURM = REPO / "slurm" / "local" / "setup-slurm.sh"
+STOP_SLURM = REPO / "slurm" / "local" / "stop-slurm.sh"
+SLURM_PROFILE = ["--profile", "slurm", "--profile", "slurm/local"]
+LOCAL_RULES = {"all", "capacity", "tables", "figures"}  # the Snakefile's localrules
+# run-time facts, not results: they differ between any two runs
+TIMING_KEYS = {"seconds", "steps_per_s", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def local_slurm():
+    """A running single-node Slurm. Started here from the project's own script and stopped afterwards (only the
+    daemons this fixture started); skipped where it cannot run (not root, no apt-get)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("a local Slurm needs root and apt-get (Debian/Ubuntu)")
+    if subprocess.run(["pgrep", "-x", "slurmctld"], stdout=subprocess.DEVNULL).returncode == 0:
+        pytest.skip("a slurmctld is already running here: not touching someone else's cluster")
+    start = time.monotonic()
+    setup = subprocess.run(["bash", str(SETUP_SLURM)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=600)
+    assert setup.returncode == 0, f"{SETUP_SLURM} failed:\n{setup.stdout[-3000:]}"
+    print(f"local Slurm up in {time.monotonic() - start:.1f} s")
+    try:
+        yield
+    finally:
+        subprocess.run(["bash", str(STOP_SLURM)], timeout=120)
+
+
+def _slurm_project(root: Path, params: dict) -> Path:
+    _copy_workflow(root)
+    shutil.copytree(REPO / "slurm", root / "slurm")
+    _write_params(root / "params.yaml", params)
+    return root
+
+
+def _snakemake_slurm(root: Path, *targets: str) -> subprocess.CompletedProcess:
+    return _run(["timeout", "-s", "INT", "-k", "30", str(SLURM_TIMEOUT), SNAKEMAKE, *SLURM_PROFILE, *targets],
+                root, timeout=SLURM_TIMEOUT + 60)
+
+
+def _results(root: Path) -> dict[str, object]:
+    """Every metrics JSON under results/metrics, without run-time keys."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in TIMING_KEYS}
+        return [strip(v) for v in obj] if isinstance(obj, list) else obj
+
+    return {p.relative_to(root).as_posix(): strip(json.loads(p.read_text()))
+            for p in sorted((root / "results" / "metrics").rglob("*.json"))}
+
+
+@pytest.mark.slurm
+def test_embedded_pipeline_through_slurm_matches_a_local_run(tiny_run, local_slurm, tmp_path):
+    params = copy.deepcopy(tiny_run["params"])
+    params["experiments"]["toy_matching"]["resources"]["gpu"] = 1  # a fake GPU (GRES): exercises --gpus
+    root = _slurm_project(tmp_path / "cluster_project", params)
+
+    start = time.monotonic()
+    proc = _snakemake_slurm(root, "all")
+    seconds = time.monotonic() - start
+    _check(proc, "snakemake --profile slurm --profile slurm/local all")
+    print(f"tiny `snakemake --profile slurm --profile slurm/local all`: {seconds:.1f} s")
+
+    # every job but the local rules went through sbatch: one Slurm log per job, named by rule
+    slurm_logs = {p.relative_to(root / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_")
+                  for p in (root / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert slurm_logs == set(STAGE_RULES) - LOCAL_RULES
+    train_log = (root / "logs" / "train_toy_matching.log").read_text()
+    assert "SLURM_JOB_ID=" in train_log and "CUDA_VISIBLE_DEVICES=0" in train_log  # the fake GPU was granted
+    assert "SLURM_JOB_ID=" not in (root / "logs" / "tables.log").read_text()  # a local rule
+
+    cluster, local = _results(root), _results(tiny_run["root"])
+    assert sorted(cluster) == sorted(local)
+    differ = {f"{name}:{key}": (cluster[name].get(key), local[name].get(key)) for name in cluster
+              for key in set(cluster[name]) | set(local[name]) if cluster[name].get(key) != local[name].get(key)}
+    assert not differ, f"the Slurm run's metrics differ from the local run's (cluster, local): {differ}"
+    assert _snapshot(root / "results" / "tables") == tiny_run["tables"]
+
+
+@pytest.mark.slurm
+def test_scancelled_training_job_resumes_from_its_checkpoint(local_slurm, tmp_path):
+    """scancel the training job once it has checkpointed; the profile's retry resumes it and the run completes."""
+    params = tiny_params()
+    params["schedules"]["toy"].update(steps=400, checkpoint_every=20, log_every=20)
+    root = _slurm_project(tmp_path / "fault_project", params)
+    target = "runs/toy_matching/model.pt"
+    checkpoint = root / "runs" / "toy_matching" / "checkpoints" / "latest.pt"
+
+    snakemake = subprocess.Popen([str(a) for a in ["timeout", "-s", "INT", "-k", "30", str(SLURM_TIMEOUT), SNAKEMAKE,
+                                  *SLURM_PROFILE, target]],
+                                 cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = None
+    deadline = time.monotonic() + 600
+    while job is None and snakemake.poll() is None and time.monotonic() < deadline:
+        if checkpoint.is_file():  # the job is running and has checkpointed once: cancel it now
+            running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], stdout=subprocess.PIPE,
+                                     text=True).stdout.split("\n")
+            # the plugin's --comment: rule_<rule>_wildcards_<values> (plugin 2.x) or rule_<rule>
+            job = next((line.split()[0] for line in running
+                        if re.fullmatch(r"\d+ rule_train(_wildcards_.*)?", line)), None)
+        time.sleep(0.5)
+    assert job is not None, "no running training job with a checkpoint to cancel"
+    subprocess.run(["scancel", job], check=True)
+    out, _ = snakemake.communicate(timeout=SLURM_TIMEOUT + 60)
+    assert snakemake.returncode == 0, f"the run did not complete after scancel:\n{out[-6000:]}"
+
+    # the cancelled job went through Slurm; its retry (a new job: Snakemake starts the retry's log afresh) resumed
+    assert (root / ".snakemake" / "slurm_logs" / "rule_train" / "toy_matching" / f"{job}.log").is_file()
+    log = (root / "logs" / "train_toy_matching.log").read_text()
+    retry = re.findall(r"SLURM_JOB_ID=(\d+)", log)
+    assert retry and int(retry[0]) > int(job), log[:2000]
+    resumed = re.findall(r"resumed toy_matching from .* at step (\d+)", log)
+    assert resumed and int(resumed[0]) > 0, f"the retry started over instead of resuming:\n{log[-3000:]}"
+    training = json.loads((root / "results/metrics/toy_matching/training.json").read_text())
+    assert training["steps"] == 400

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pivq.io import atomic_path
+from pivq.model.checkpoint import save_atomic
 
 CHECKPOINT_FORMAT = "pivq-attribute-cnn/1"
 HELDOUT_FRACTION = 0.1
@@ -239,8 +239,7 @@ def train_extractor(
         "seed": seed,
         "steps": steps,
     }
-    with atomic_path(out_path) as tmp:
-        torch.save(checkpoint, tmp)
+    save_atomic(checkpoint, out_path)
 
     return {
         "path": str(out_path),

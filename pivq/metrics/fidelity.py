@@ -30,6 +30,7 @@ import pivq
 from pivq.io import sha256_file
 from pivq.metrics.extractor import images_to_tensor
 from pivq.metrics.prdc_chunked import compute_prdc as compute_prdc_chunked
+from pivq.metrics.reference_cache import cached_reference_features
 from pivq.metrics.registry import create_feature_extractor, default_layer, resolve_extractor_weights
 
 PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k, as in Kynkaenniemi et al. 2019
@@ -99,6 +100,7 @@ def compute_fidelity(
     seed: int = 0,
     device: str = "cpu",
     prc_neighborhood: int = PRC_NEIGHBORHOOD,
+    reference_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """FID, precision, recall, density and coverage of ``fake_images`` against ``real_images``.
 
@@ -111,6 +113,12 @@ def compute_fidelity(
     computes P/R with torch-fidelity), repeated as "precision_torch_fidelity"/"recall_torch_fidelity". Naeem et al.'s precision/recall, computed
     alongside density and coverage (k = ``nearest_k``), are kept as "precision_prdc"/"recall_prdc".
     Nothing here is random; ``seed`` is recorded (and seeds torch) for provenance only.
+
+    ``reference_cache``: a folder; the real images' features are read from it when an intact entry of the
+    same content key exists, else extracted and stored there (:mod:`pivq.metrics.reference_cache`: the key
+    covers the image bytes, the extractor weights, the layer and pivq's feature code version). The result
+    then records "reference_features_cache" ("hit" or "miss") and "reference_features_key"; without a
+    cache folder, "reference_features_cache" is "off".
     """
     weights = resolve_extractor_weights(extractor, weights_path)  # fail before any heavy work
     k = max(nearest_k, prc_neighborhood)
@@ -122,7 +130,19 @@ def compute_fidelity(
     torch.manual_seed(seed)
     layer = default_layer(extractor, "fid")
     net = create_feature_extractor(extractor, weights, [layer]).to(device)
-    real = _extract(net, real_images, batch_size, device)
+    weights_sha256 = sha256_file(weights)
+    cache_info = {"status": "off", "key": None}
+    if reference_cache is None:
+        real = _extract(net, real_images, batch_size, device)
+    else:
+        features, cache_info = cached_reference_features(
+            reference_cache, real_images, extractor, layer, weights_sha256,
+            compute=lambda: _extract(net, real_images, batch_size, device).numpy(),
+            provenance={"device": device, "batch_size": batch_size, "weights_file": weights.name,
+                        "versions": {"torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__,
+                                     "pivq": pivq.__version__}},
+        )
+        real = torch.from_numpy(features)
     fake = _extract(net, fake_images, batch_size, device)
 
     # torch-fidelity's convention: features_1 = generated (input1), features_2 = real (input2).
@@ -139,7 +159,7 @@ def compute_fidelity(
         "feature_extractor": extractor,
         "feature_layer": layer,
         "feature_extractor_weights_file": weights.name,
-        "feature_extractor_weights_sha256": sha256_file(weights),
+        "feature_extractor_weights_sha256": weights_sha256,
         "n_real": len(real_images),
         "n_fake": len(fake_images),
         "nearest_k": nearest_k,
@@ -154,6 +174,8 @@ def compute_fidelity(
         "precision_prdc": naeem["precision"],
         "recall_prdc": naeem["recall"],
         "seed": seed,
+        "reference_features_cache": cache_info["status"],
+        "reference_features_key": cache_info["key"],
         "versions": {
             "torch": torch.__version__,
             "torch_fidelity": torch_fidelity.__version__,

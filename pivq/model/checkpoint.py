@@ -26,8 +26,15 @@ def save_model(path: str | os.PathLike, model: PIVQ, ema: PIVQ, meta: dict) -> N
         "ema_state_dict": ema.state_dict(),
         "meta": meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_atomic(payload, path)
+
+
+def save_atomic(payload: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temporary name, renamed when complete. Saved through a file object: given a path,
+    torch names the zip's records after the (random) temporary file, so equal payloads would differ in bytes
+    and in every hash taken of them."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def read_checkpoint(path: str | os.PathLike, expect: str = FORMAT) -> dict:

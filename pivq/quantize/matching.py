@@ -2,26 +2,44 @@
 
 Per image, the L latent vectors (rows) get L distinct codebook entries (columns) out of K, minimising the
 sum of distances. ``scipy.optimize.linear_sum_assignment`` on the dense L x K matrix is the reference; it
-is slow (0.1-2 s per 512 x 4096 image) because it works on every column. Here, per image:
+is slow (0.1-5 s per 512 x 4096 image) because it works on every column. Per image, the first rule that
+applies gives the answer:
 
-1. the nearest-neighbour assignment, if it repeats no code, is optimal (every row is at its minimum); small
-   problems (L K <= SMALL_PROBLEM) with repeats go to the dense reference, which is faster there;
-2. otherwise each row i keeps only a few candidate columns and a bound t_i <= every pruned distance;
-3. the sparse problem is solved by ``min_weight_full_bipartite_matching`` (rows with identical latents
-   that take disjoint sets of their own nearest columns need no solver at all);
-4. dual prices prove the sparse optimum optimal over all K columns (``_certify``); where the proof fails,
-   the rows responsible get more candidates and step 3 is repeated. Anything unexpected (no proof after a
-   few rounds) falls back to the dense reference, so the result is always exact.
+1. no repeated nearest code: the nearest-neighbour assignment is optimal (every row is at its minimum).
+   Small problems (L K <= SMALL_PROBLEM) with repeats go to the dense reference, faster there.
+2. identical latents (``_identical_groups``): when every set of rows sharing a nearest code consists of
+   identical latents, each such group of n rows takes the n nearest columns of its (shared) distance row.
+   If the groups' column sets are disjoint this is optimal: it reaches, for every group at once, the
+   lower bound "sum of its n smallest distances" that any injective assignment must pay.
+3. crowded images (most rows share one nearest code: (near-)collapsed encoders; ``_crowded``): every
+   optimal row column can be taken among that row's L nearest columns R_i (exchange argument: if row i
+   sits outside R_i, the other L - 1 rows leave a column of R_i free that costs row i no more; moving
+   there never increases the total, and repeating ends). So the problem restricted to the union of the
+   R_i, a few more than L columns here, has the global optimum. Those columns are found without sorting
+   every row: the m columns with the smallest column minima contain R_i whenever row i has L distances
+   <= s, the (m + 1)-th smallest column minimum (a lower bound on every other column). The restricted
+   problem is made square with zero-cost dummy rows, where subtracting each column's minimum changes no
+   optimum but removes the shared "distance to the collapse point" that makes every row want the same
+   columns; scipy's dense solver is several times faster on the result.
+4. otherwise (``_pruned``) each row keeps a few candidate columns and a bound t_i <= every pruned distance
+   (contested rows: a few more than the rows sharing their nearest code; the others: their nearest code
+   only); the candidate graph splits into connected components, each solved exactly (dense scipy solver,
+   or ``min_weight_full_bipartite_matching`` for large sparse components); dual prices then prove the
+   result optimal over all K columns (``_certify``), and where the proof fails the rows responsible get
+   more candidates and the step repeats. Anything unexpected (no proof after a few rounds) falls back to
+   the dense reference, so the result is always exact.
 
-The optimality argument (``_certify``): take prices p_j >= 0 over all K columns with p_j = 0 on every
-column left unused, and suppose every row i satisfies  c_ij + p_j >= c_{i,m(i)} + p_{m(i)} =: u_i  for
-all j (row i prefers its code m(i) at these prices). Any other injective assignment s then costs
+The optimality argument of step 4 (``_certify``): take prices p_j >= 0 over all K columns with p_j = 0 on
+every column left unused, and suppose every row i satisfies  c_ij + p_j >= c_{i,m(i)} + p_{m(i)} =: u_i
+for all j (row i prefers its code m(i) at these prices). Any other injective assignment s then costs
     sum_i c_{i,s(i)} >= sum_i u_i - sum_i p_{s(i)} >= sum_i u_i - sum_{j used by m} p_j = sum_i c_{i,m(i)},
 since p >= 0 and p vanishes off m's columns. For a pruned column, c_ij >= t_i and p_j >= 0, so
 u_i <= t_i suffices: the dense matrix is never scanned again. The largest such prices are the fixed point
 of  p_{m(i)} = min(t_i, min_{j candidate of i} c_ij + p_j) - c_{i,m(i)}  (Bellman-Ford, prices start at
 t_i - c_{i,m(i)} and only decrease); if some price goes negative, the path that drove it started at a
-row i whose bound t_i was too tight, and that row is widened.
+row i whose bound t_i was too tight, and that row is widened. Prices of different components never
+interact, and a component with a single row is proved by its row taking its cheapest candidate, so only
+the multi-row components are checked.
 """
 
 from __future__ import annotations
@@ -29,13 +47,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
+from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse.csgraph import connected_components, maximum_bipartite_matching, min_weight_full_bipartite_matching
 
 MAX_ROUNDS = 12  # widening rounds before the dense fallback (typically 1-3 are used)
 EXTRA_CANDIDATES = 8  # candidates per contested row beyond the number of rows sharing its nearest code
+EXPOSED_CANDIDATES = 4  # candidates of uncontested rows whose nearest code is a contested row's candidate
 SMALL_PROBLEM = 65536  # L * K up to which scipy's dense solver beats this machinery's per-image overhead
-DENSE_FRACTION = 0.3  # candidate graphs denser than this (within their columns) go to the dense solver
+CROWDED = 0.5  # step 3 is tried when this fraction of the rows share one nearest code
+SPARSE_COMPONENT = 1 << 18  # components with more (rows x columns) cells than this and ...
+DENSE_FRACTION = 0.3  # ... a smaller fraction of them as candidates go to the sparse solver
+SQUARE_SLACK = 1.0  # dense problems with at most (1 + this) L columns are squared and column-reduced
 
 
 def optimal_matching(dist: torch.Tensor, nearest: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -65,49 +87,13 @@ def _solve_image(dist: torch.Tensor, nearest: torch.Tensor, z: torch.Tensor, cou
     n_rows, n_cols = dist.shape
     if n_rows * n_cols <= SMALL_PROBLEM:
         return _dense_reference(dist)
-    solver = _Candidates(dist)
-
-    # Identical latents (e.g. a collapsed encoder): each group of n identical rows takes its n nearest
-    # columns. If the groups' column sets do not overlap this is the optimum, as _certify then confirms.
-    _, group, group_size = torch.unique(z, dim=0, return_inverse=True, return_counts=True)
-    if len(group_size) < n_rows:
-        guess = solver.group_guess(group, group_size)
-        if guess is not None and _certify(*solver.csr(), solver.bound, guess, n_cols)[0]:
-            return guess
-
-    # Contested rows (sharing their nearest code) start with a few more candidates than rivals; the others
-    # keep only their nearest code, with bound t_i = their minimum distance (valid, if loose).
-    rivals = counts[nearest].cpu().numpy()
-    contested = np.flatnonzero(rivals > 1)
-    solver.fetch_nearest(np.flatnonzero(rivals <= 1), nearest)
-    solver.fetch(contested, np.minimum(rivals[contested] + EXTRA_CANDIDATES, n_cols))
-    for _ in range(MAX_ROUNDS):
-        indptr, indices, cost = solver.csr()
-        union = np.unique(indices)
-        try:
-            if len(union) >= n_rows and len(indices) >= DENSE_FRACTION * n_rows * len(union):
-                # rows see most of the candidate columns (collapsed latents): the dense solver on those
-                # columns is faster than the sparse one, and every (row, union column) becomes a candidate
-                indptr, indices, cost = solver.dense_block(union)
-                rows, cols = linear_sum_assignment(cost.reshape(n_rows, len(union)))
-                cols = union[cols[np.argsort(rows)]]
-            else:
-                # explicit zeros count as missing edges there: make them the smallest positive double
-                cost_nz = np.where(cost > 0, cost, np.finfo(np.float64).tiny)
-                _, cols = min_weight_full_bipartite_matching(csr_matrix((cost_nz, indices, indptr), (n_rows, n_cols)))
-        except ValueError:  # no full matching within the candidates: widen a Hall-violating set of rows
-            rows, deficit = _hall_violator(indptr, indices, n_rows, n_cols)
-            k = solver.k[rows]
-            solver.fetch(rows, np.minimum(np.maximum(2 * k, k + deficit), n_cols))
-            continue
-        proved, blame = _certify(indptr, indices, cost, solver.bound, cols, n_cols)
-        if proved:
-            return cols
-        if blame is None:  # no convergence or a price forced negative by a free column: numerics
-            break
-        k = solver.k[blame]
-        solver.fetch(blame, np.minimum(np.maximum(2 * k, EXTRA_CANDIDATES), n_cols))
-    return _dense_reference(dist)
+    rivals = counts[nearest]  # rows sharing each row's nearest code (itself included)
+    cols = _identical_groups(dist, nearest, z, rivals)
+    if cols is None and int(rivals.max()) >= CROWDED * n_rows:
+        cols = _crowded(dist)
+    if cols is None:
+        cols = _pruned(dist, nearest.cpu().numpy(), rivals.cpu().numpy())
+    return cols
 
 
 def _dense_reference(dist: torch.Tensor) -> np.ndarray:
@@ -115,75 +101,165 @@ def _dense_reference(dist: torch.Tensor) -> np.ndarray:
     return linear_sum_assignment(dist.cpu().double().numpy())[1]
 
 
-class _Candidates:
-    """Per-row candidate columns, their distances and the bound t_i <= every pruned distance of row i."""
+def _lsa(cost: np.ndarray) -> np.ndarray:
+    """The optimal column of each row of a dense (n, m) problem, n <= m (inf: forbidden; ValueError when
+    no full matching exists). Nearly square problems are squared with zero-cost dummy rows, which keeps
+    the optimum, and then every column's minimum is subtracted, which keeps it too (every column is used
+    once) and spares the solver the long searches that a column-dominated cost causes."""
+    n_rows, n_cols = cost.shape
+    if n_cols > (1 + SQUARE_SLACK) * n_rows:
+        rows, cols = linear_sum_assignment(cost)
+        return cols[np.argsort(rows)]
+    square = np.zeros((n_cols, n_cols))
+    square[:n_rows] = cost
+    square -= cost.min(axis=0)  # the real rows' minimum (every column has a finite candidate there)
+    return linear_sum_assignment(square)[1][:n_rows]
 
-    def __init__(self, dist: torch.Tensor):
+
+def _identical_groups(
+    dist: torch.Tensor, nearest: torch.Tensor, z: torch.Tensor, rivals: torch.Tensor
+) -> np.ndarray | None:
+    """Step 2 of the module docstring, or None when it does not apply (some code is shared by rows that
+    are not identical, or two groups want the same column)."""
+    n_rows, n_cols = dist.shape
+    first = torch.full((n_cols,), n_rows, device=dist.device).scatter_reduce(
+        0, nearest, torch.arange(n_rows, device=dist.device), "amin"
+    )
+    rep = first[nearest]  # first row of each row's group
+    if not bool((z == z[rep]).all()):
+        return None
+    heads = torch.nonzero(rep == torch.arange(n_rows, device=dist.device)).squeeze(1)
+    size = rivals[heads].cpu().numpy()
+    cols = torch.topk(dist[heads], int(size.max()), dim=1, largest=False, sorted=True)[1].cpu().numpy()
+    taken = cols[np.arange(cols.shape[1]) < size[:, None]]
+    if len(np.unique(taken)) < n_rows:
+        return None
+    rank = np.zeros(n_rows, np.int64)  # position of each row within its group
+    group = torch.searchsorted(heads, rep).cpu().numpy()
+    order = np.argsort(group, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+    rank[order] = np.arange(n_rows) - np.repeat(starts, size)
+    return cols[group, rank]
+
+
+def _crowded(dist: torch.Tensor, tries: int = 3) -> np.ndarray | None:
+    """Step 3 of the module docstring, or None when the columns with the smallest minima do not contain
+    every row's L nearest columns after ``tries`` widenings."""
+    n_rows, n_cols = dist.shape
+    column_min = dist.min(dim=0).values
+    width = n_rows + max(16, n_rows // 4)
+    for _ in range(tries):
+        if width >= n_cols:
+            block, cols = dist, np.arange(n_cols)
+            break
+        values, top = torch.topk(column_min, width + 1, largest=False, sorted=True)
+        block = dist[:, top[:width]]
+        if bool(((block <= values[width]).sum(dim=1) >= n_rows).all()):
+            cols = top[:width].cpu().numpy()
+            break
+        width += width // 2
+    else:
+        return None
+    # keep the union of every row's L nearest columns (with ties)
+    kth = torch.kthvalue(block, n_rows, dim=1).values
+    keep = torch.nonzero((block <= kth[:, None]).any(dim=0)).squeeze(1)
+    cost = block[:, keep].double().cpu().numpy()
+    return cols[keep.cpu().numpy()][_lsa(cost)]
+
+
+class _Candidates:
+    """Per-row candidate columns (sorted by distance, padded to a common width), their distances and the
+    bound t_i <= every pruned distance of row i."""
+
+    def __init__(self, dist: torch.Tensor, nearest: np.ndarray):
         self.dist = dist
         n_rows, self.n_cols = dist.shape
-        self.cols: list[np.ndarray] = [np.empty(0, np.int64)] * n_rows
-        self.cost: list[np.ndarray] = [np.empty(0)] * n_rows
-        self.k = np.zeros(n_rows, np.int64)
-        self.bound = np.zeros(n_rows)
-
-    def fetch_nearest(self, rows: np.ndarray, nearest: torch.Tensor) -> None:
-        """Only the nearest column; bound: the row minimum itself (no pruned column is closer)."""
-        if len(rows) == 0:
-            return
-        rows_t = torch.from_numpy(rows).to(self.dist.device)
-        cols = nearest[rows_t]
-        values = self.dist[rows_t, cols].double().cpu().numpy()
-        cols = cols.cpu().numpy()
-        for r, c, v in zip(rows, cols, values):
-            self.cols[r], self.cost[r], self.k[r], self.bound[r] = np.array([c]), np.array([v]), 1, v
+        self.cols = nearest[:, None].copy()
+        rows = torch.arange(n_rows, device=dist.device)
+        self.cost = dist[rows, torch.from_numpy(nearest).to(dist.device)].double().cpu().numpy()[:, None]
+        self.k = np.ones(n_rows, np.int64)
+        self.bound = self.cost[:, 0].copy()  # only the nearest column: no pruned column is closer
 
     def fetch(self, rows: np.ndarray, k: np.ndarray) -> None:
         """The k[r] nearest columns of each row r; bound: the (k[r] + 1)-th smallest distance."""
         if len(rows) == 0:
             return
         top = min(int(k.max()) + 1, self.n_cols)
-        rows_t = torch.from_numpy(rows).to(self.dist.device)
-        values, cols = torch.topk(self.dist[rows_t], top, dim=1, largest=False, sorted=True)
-        values, cols = values.double().cpu().numpy(), cols.cpu().numpy()
-        for r, kr, v, c in zip(rows, k, values, cols):
-            self.cols[r], self.cost[r], self.k[r] = c[:kr], v[:kr], kr
-            self.bound[r] = v[kr] if kr < self.n_cols else np.inf
+        if top > self.cols.shape[1]:
+            pad = ((0, 0), (0, top - self.cols.shape[1]))
+            self.cols, self.cost = np.pad(self.cols, pad), np.pad(self.cost, pad, constant_values=np.inf)
+        values, cols = torch.topk(self.dist[torch.from_numpy(rows).to(self.dist.device)], top, dim=1, largest=False)
+        self.cols[rows, :top], self.cost[rows, :top] = cols.cpu().numpy(), values.double().cpu().numpy()
+        self.k[rows] = k
+        bound = self.cost[rows, np.minimum(k, top - 1)]
+        self.bound[rows] = np.where(k < self.n_cols, bound, np.inf)
 
-    def group_guess(self, group: torch.Tensor, size: torch.Tensor) -> np.ndarray | None:
-        """Rows of group g take the size[g] nearest columns of their (shared) distance row, or None when
-        two groups want the same column. Sets the candidates to exactly those columns."""
-        n_rows = len(group)
-        first = torch.full((len(size),), n_rows, device=group.device).scatter_reduce(
-            0, group, torch.arange(n_rows, device=group.device), "amin"
+    def csr(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, column indices, distances) of the candidates of ``rows`` (default: all)."""
+        cols, cost, k = (self.cols, self.cost, self.k) if rows is None else (self.cols[rows], self.cost[rows], self.k[rows])
+        mask = np.arange(cols.shape[1]) < k[:, None]
+        return np.concatenate([[0], np.cumsum(k)]), cols[mask], cost[mask]
+
+
+def _pruned(dist: torch.Tensor, nearest: np.ndarray, rivals: np.ndarray) -> np.ndarray:
+    """Step 4 of the module docstring."""
+    n_rows, n_cols = dist.shape
+    cand = _Candidates(dist, nearest)
+    contested = np.flatnonzero(rivals > 1)
+    cand.fetch(contested, np.minimum(rivals[contested] + EXTRA_CANDIDATES, n_cols))
+    # uncontested rows whose nearest code a contested row may take are usually displaced: widen them now
+    # rather than after a failed proof
+    wanted = np.zeros(n_cols, bool)
+    wanted[cand.csr(contested)[1]] = True
+    exposed = np.flatnonzero((rivals == 1) & wanted[nearest])
+    cand.fetch(exposed, np.full(len(exposed), min(EXPOSED_CANDIDATES, n_cols)))
+    for _ in range(MAX_ROUNDS):
+        indptr, indices, cost = cand.csr()
+        n_comp, label = connected_components(
+            coo_matrix((np.ones(len(indices)), (np.repeat(np.arange(n_rows), cand.k), n_rows + indices)),
+                       (n_rows + n_cols, n_rows + n_cols)),
+            directed=False,
         )
-        top = min(int(size.max()) + 1, self.n_cols)
-        values, cols = torch.topk(self.dist[first], top, dim=1, largest=False, sorted=True)
-        values, cols, size, group = values.double().cpu().numpy(), cols.cpu().numpy(), size.cpu().numpy(), group.cpu().numpy()
-        taken = np.concatenate([c[:n] for c, n in zip(cols, size)])
-        if len(np.unique(taken)) < len(taken):
-            return None
-        guess, used = np.empty(n_rows, np.int64), np.zeros(len(size), np.int64)
-        for r, g in enumerate(group):
-            n = size[g]
-            guess[r], used[g] = cols[g, used[g]], used[g] + 1
-            self.cols[r], self.cost[r], self.k[r] = cols[g, :n], values[g, :n], n
-            self.bound[r] = values[g, n] if n < self.n_cols else np.inf
-        return guess
+        row_label = label[:n_rows]
+        comp_rows = np.bincount(row_label, minlength=n_comp)
+        # single-row components: the row takes its cheapest candidate (proved optimal without prices)
+        assigned = cand.cols[:, 0].copy()
+        shared = np.flatnonzero(comp_rows[row_label] > 1)
+        try:
+            for rows in np.split(shared[np.argsort(row_label[shared], kind="stable")],
+                                 np.cumsum(comp_rows[comp_rows > 1])[:-1]):
+                assigned[rows] = _solve_component(*cand.csr(rows), n_cols)
+        except ValueError:  # no full matching within the candidates: widen a Hall-violating set of rows
+            rows, deficit = _hall_violator(indptr, indices, n_rows, n_cols)
+            k = cand.k[rows]
+            cand.fetch(rows, np.minimum(np.maximum(2 * k, k + deficit), n_cols))
+            continue
+        if len(shared) == 0:
+            return assigned
+        proved, blame = _certify(*cand.csr(shared), cand.bound[shared], assigned[shared], n_cols)
+        if proved:
+            return assigned
+        if blame is None:  # no convergence or a price forced negative by a free column: numerics
+            break
+        blame = shared[blame]
+        k = cand.k[blame]
+        cand.fetch(blame, np.minimum(np.maximum(2 * k, EXTRA_CANDIDATES), n_cols))
+    return _dense_reference(dist)
 
-    def dense_block(self, union: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Make every column of ``union`` a candidate of every row (bounds stay valid: fewer columns are
-        pruned); returns the CSR of the block."""
-        block = self.dist[:, torch.from_numpy(union).to(self.dist.device)].double().cpu().numpy()
-        for r, row in enumerate(block):
-            self.cols[r], self.cost[r] = union, row
-        n_rows, width = block.shape
-        return np.arange(0, n_rows * width + 1, width), np.tile(union, n_rows), block.ravel()
 
-    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        indptr = np.concatenate([[0], np.cumsum([len(c) for c in self.cols])])
-        return indptr, np.concatenate(self.cols), np.concatenate(self.cost)
-
-
+def _solve_component(indptr: np.ndarray, indices: np.ndarray, cost: np.ndarray, n_cols: int) -> np.ndarray:
+    """Optimal candidate column of each row of one connected component (ValueError: no full matching)."""
+    n_rows = len(indptr) - 1
+    cols, local = np.unique(indices, return_inverse=True)
+    if n_rows * len(cols) > SPARSE_COMPONENT and len(indices) < DENSE_FRACTION * n_rows * len(cols):
+        # explicit zeros count as missing edges there: make them the smallest positive double
+        cost_nz = np.where(cost > 0, cost, np.finfo(np.float64).tiny)
+        return cols[min_weight_full_bipartite_matching(csr_matrix((cost_nz, local, indptr), (n_rows, len(cols))))[1]]
+    if len(cols) < n_rows:
+        raise ValueError("fewer candidate columns than rows")
+    block = np.full((n_rows, len(cols)), np.inf)
+    block[np.repeat(np.arange(n_rows), np.diff(indptr)), local] = cost
+    return cols[_lsa(block)]
 def _certify(
     indptr: np.ndarray, indices: np.ndarray, cost: np.ndarray, bound: np.ndarray, assigned: np.ndarray, n_cols: int
 ) -> tuple[bool, np.ndarray | None]:

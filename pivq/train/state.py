@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pivq.io import atomic_path
-from pivq.model.checkpoint import read_checkpoint
+from pivq.model.checkpoint import read_checkpoint, save_atomic
 
 FORMAT = "pivq-train-state-v1"
 
@@ -38,8 +37,7 @@ def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
         "disc_optimizer": None if disc_optimizer is None else disc_optimizer.state_dict(),
         "aug_generator": None if aug_generator is None else aug_generator.get_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_atomic(payload, path)
 
 
 def load_state(path: Path, config: dict) -> dict:

@@ -7,6 +7,23 @@ EXPERIMENTS = experiments_to_build(config)
 SET_CODED = [e for e in EXPERIMENTS if config["experiments"][e]["quantizer"] == "matching"]
 
 
+def check_raw_downloads():
+    """Nothing is downloaded: a real dataset not yet prepared needs its raw files, so even a dry run stops here,
+    naming the missing path and what belongs there. A prepared one (say, pulled with DVC) needs none."""
+    for name in sorted({config["experiments"][e]["dataset"] for e in EXPERIMENTS}):
+        dataset = config["datasets"][name]
+        if dataset["kind"] != "toyfaces" and not os.path.exists(f"data/{name}/manifest.json"):
+            from pivq.data.sources import check_source  # only imported when a real dataset is in play
+
+            try:
+                check_source(dataset["kind"], dataset["root"])
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"datasets.{name}.root = {dataset['root']}: {err}") from None
+
+
+check_raw_downloads()
+
+
 wildcard_constraints:
     exp="|".join(config["experiments"]),
     dataset="|".join(config["datasets"]),

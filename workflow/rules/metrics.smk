@@ -29,6 +29,8 @@ rule fidelity:
         dataset=dataset_name,
         metrics=lambda wc: experiment(wc)["metrics"],
         extractor=extractor_of,
+        # a cache shared by every experiment on the dataset, keyed by content: not an output
+        reference_cache=lambda wc: f"data/{dataset_name(wc)}/reference_features",
     log:
         "logs/fidelity_{exp}.log",
     conda:

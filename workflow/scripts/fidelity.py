@@ -7,4 +7,4 @@ with to_file(snakemake.log[0]):
     weights = snakemake.input.extractor or snakemake.params.extractor["weights"]
     fidelity(snakemake.wildcards.exp, snakemake.params.dataset, snakemake.params.metrics, snakemake.params.extractor,
              list(snakemake.input.shards), snakemake.input.manifest, weights, snakemake.output.metrics,
-             threads=snakemake.threads)
+             threads=snakemake.threads, reference_cache=snakemake.params.reference_cache)

@@ -5,4 +5,5 @@ from pivq.logs import to_file
 with to_file(snakemake.log[0]):
     from pivq.stages import prepare_dataset
 
-    prepare_dataset(snakemake.wildcards.dataset, snakemake.params.dataset, Path(snakemake.output.manifest).parent)
+    prepare_dataset(snakemake.wildcards.dataset, snakemake.params.dataset, Path(snakemake.output.manifest).parent,
+                    workers=snakemake.threads)
