@@ -230,3 +230,17 @@ def test_resolution_mismatch_and_no_quantized_step_raise(make_experiment, toyfac
     with pytest.raises(RuntimeError, match="T_q"):
         _run(make_experiment(schedule={"steps": 3, "quantize_start": 5}), toyfaces16, tmp_path / "b")
     assert not (tmp_path / "b" / "model.pt").exists()
+
+
+def test_checkpoint_of_an_older_pivq_without_a_recipe_is_refused_by_name(tiny_run, toyfaces16, tmp_path):
+    import shutil
+
+    experiment, run_a, _ = tiny_run
+    shutil.copytree(run_a, tmp_path / "copy")
+    ckpt = tmp_path / "copy" / "checkpoints" / "latest.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["recipe"]  # what checkpoints written before the loss recipe was recorded look like
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="other loss settings") as err:
+        _run(experiment, toyfaces16, tmp_path / "copy")
+    assert "latest.pt" in str(err.value) and "delete it" in str(err.value)

@@ -188,8 +188,8 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         history.extend(state["history"])
         rows, init_log, step = state["rows"], state["init_log"], state["step"]
         window_codes, sums = state["window_codes"], {**_new_sums(), **state["window_sums"]}
-        if state["recipe"] != sched.recipe:
-            diff = [k for k in RECIPE_KEYS if state["recipe"].get(k) != sched.recipe.get(k)]
+        if state.get("recipe") != sched.recipe:  # absent in checkpoints of older pivq versions
+            diff = [k for k in RECIPE_KEYS if (state.get("recipe") or {}).get(k) != sched.recipe.get(k)]
             raise ValueError(f"{ckpt} holds a run with other loss settings (differs in: {', '.join(diff)}); "
                              "delete it to start over")
         if disc is not None:
