@@ -25,14 +25,13 @@ import numpy as np
 import pandas as pd
 
 from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, prepare_images
-from pivq.data.sources import IMAGE_SUFFIXES, celeba_layout, celebahq_layout
+from pivq.data.sources import IMAGE_SUFFIXES, celeba_layout, celebahq_layout, some_names
 from pivq.io import sha256_file
 
 CELEBA_CROP = 140  # centre square of the 178x218 aligned images, pixels
 CELEBA_N_ATTRIBUTES = 40
 CELEBA_VALUES = {"-1": 0, "1": 1}  # list_attr_celeba.txt's values -> the prepared 0/1
 CELEBA_SPLITS = {"0": "train", "1": "test", "2": "test"}  # list_eval_partition.txt: train, val, test
-SHOWN = 5  # culprits named in an error before "..."
 
 
 def prepare_celeba(
@@ -234,21 +233,17 @@ def _same_files(listed: list[str], present, listed_in: str, present_in: str) -> 
     missing = [f for f in listed if f not in present]
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) listed in {listed_in} are missing from {present_in}: "
-                                f"{_names(missing)}")
+                                f"{some_names(missing)}")
     known = set(listed)
     extra = sorted((f for f in present if f not in known), key=_natural)
     if extra:
-        raise ValueError(f"{present_in} has {len(extra)} file(s) that {listed_in} does not list: {_names(extra)}")
+        raise ValueError(f"{present_in} has {len(extra)} file(s) that {listed_in} does not list: {some_names(extra)}")
 
 
 def _no_duplicates(files: list[str], path: Path) -> None:
     if len(set(files)) != len(files):
         twice = [f for f, n in Counter(files).items() if n > 1]
-        raise ValueError(f"{path} lists {len(twice)} file(s) more than once: {_names(twice)}")
-
-
-def _names(files: list[str]) -> str:
-    return ", ".join(files[:SHOWN]) + (", ..." if len(files) > SHOWN else "")
+        raise ValueError(f"{path} lists {len(twice)} file(s) more than once: {some_names(twice)}")
 
 
 def _natural(name: str) -> tuple:

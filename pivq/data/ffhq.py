@@ -25,14 +25,13 @@ from tqdm import tqdm
 
 from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, derive_binary, load_face_attributes
 from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, prepare_images
-from pivq.data.sources import ffhq_layout
+from pivq.data.sources import ffhq_layout, some_names
 from pivq.io import sha256_file
 
 log = logging.getLogger(__name__)
 
 FFHQ_TRAIN_BELOW = 60000  # images 0..59999 train, 60000..69999 test
 PNG_NAME = re.compile(r"^(\d{5})\.png$")
-SHOWN = 5  # culprits named in an error before "..."
 
 
 def prepare_ffhq(
@@ -118,7 +117,7 @@ def read_annotations(json_dir: Path, indices: list[int], images: dict[int, Path]
     if missing:
         raise FileNotFoundError(
             f"{json_dir / f'{missing[0]:05d}.json'} is missing: the FFHQ-features annotation of {images[missing[0]]}"
-            f" ({len(missing)} image(s) lack one: {_names([f'{i:05d}.json' for i in missing])})"
+            f" ({len(missing)} image(s) lack one: {some_names([f'{i:05d}.json' for i in missing])})"
         )
     rows, digest, no_face = [], hashlib.sha256(), 0
     for i in tqdm(indices, desc="FFHQ-features", unit="file", mininterval=5):
@@ -134,7 +133,3 @@ def read_annotations(json_dir: Path, indices: list[int], images: dict[int, Path]
                 raise ValueError(f"{path}: malformed faceAttributes ({type(err).__name__}: {err})") from None
         digest.update(f"{path.name} {sha256_file(path)}\n".encode())
     return pd.DataFrame(rows, columns=BINARY_ATTRIBUTES, dtype=float), no_face, digest.hexdigest()
-
-
-def _names(files: list[str]) -> str:
-    return ", ".join(files[:SHOWN]) + (", ..." if len(files) > SHOWN else "")

@@ -161,3 +161,11 @@ def _is_ffhq_entry(entry: os.DirEntry) -> bool:
     if entry.name.isdigit():
         return entry.is_dir()
     return entry.name.endswith(".png") and entry.is_file()
+
+
+SHOWN = 5  # culprits an error names before "..."
+
+
+def some_names(files: list[str]) -> str:
+    """The first few of ``files`` for an error message: "a, b, c, d, e, ..."."""
+    return ", ".join(files[:SHOWN]) + (", ..." if len(files) > SHOWN else "")
