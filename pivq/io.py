@@ -1,7 +1,8 @@
 """Atomic file writes, JSON and hashing: every output of the pipeline goes through here.
 
 Outputs are written to a temporary name in the destination folder and renamed when complete, so a
-killed job never leaves a truncated file under the final name.
+killed job never leaves a truncated file under the final name; the temporary file it may leave is removed
+when the job runs again (``remove_stale_temporaries``, called by ``pivq.logs.to_file``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,24 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         if cause is not None:
             raise _naming(cause, path) from err
         raise
+
+
+def remove_stale_temporaries(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Delete the temporary files that ``atomic_path`` left beside each of ``paths`` when its writer was
+    killed (SIGKILL, a lost node: no ``except`` ran), and return them.
+
+    Only for paths that no live process is writing, such as a Snakemake job's declared outputs when the job
+    starts (Snakemake runs one job per output at a time); never for a shared cache."""
+    removed = []
+    for path in map(Path, paths):
+        # mkstemp's names: the prefix, 8 characters of [a-z0-9_], then our ".tmp" (and the writer's suffix)
+        stale = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(path.parent) as entries:
+            for entry in entries:
+                if stale.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _os_error_in(err: BaseException) -> OSError | None:
@@ -72,11 +92,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise FileNotFoundError(f"missing file: {path}") from None
+    return parse_json(text, path)
+
+
+def parse_json(text: str | bytes, source: str | os.PathLike) -> Any:
+    """json.loads, with a ValueError naming ``source`` (the file the text came from) on bad JSON."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        raise ValueError(f"{source} is not valid JSON: {err}") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -9,15 +9,18 @@ import platform
 import socket
 import sys
 from importlib import metadata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from pivq.io import remove_stale_temporaries
 
 
 @contextlib.contextmanager
-def to_file(path: str | os.PathLike | None) -> Iterator[None]:
+def to_file(path: str | os.PathLike | None, outputs: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
     """Everything the block prints or logs goes to ``path`` (appended, so a resumed job keeps its history).
 
-    With ``path=None`` the output stays on the terminal and only logging is configured.
+    With ``path=None`` the output stays on the terminal and only logging is configured. ``outputs``: the
+    job's own outputs, whose temporary files left by a killed earlier attempt are deleted first (logged).
     """
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if path is None:
@@ -28,14 +31,20 @@ def to_file(path: str | os.PathLike | None) -> Iterator[None]:
     with open(path, "a", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         logging.basicConfig(level=logging.INFO, format=fmt, stream=f, force=True)
         logging.captureWarnings(True)
-        logging.getLogger("pivq").info("host %s, pid %d%s", socket.gethostname(), os.getpid(), _cluster_context())
+        log = logging.getLogger("pivq")
+        log.info("host %s, pid %d%s", socket.gethostname(), os.getpid(), _cluster_context())
+        for stale in remove_stale_temporaries(outputs):
+            log.info("removed %s, left by a killed earlier attempt", stale)
         try:
             yield
         except BaseException:
-            logging.getLogger("pivq").exception("stage failed")
+            log.exception("stage failed")
             raise
         finally:
             logging.captureWarnings(False)
+            root = logging.getLogger()  # leave no handler writing to the closed file (a caller that goes on)
+            for handler in [h for h in root.handlers if getattr(h, "stream", None) is f]:
+                root.removeHandler(handler)
 
 
 def _cluster_context() -> str:

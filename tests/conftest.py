@@ -1,7 +1,7 @@
 """Shared tiny fixtures for the pivq tests (every model here runs in milliseconds on a 2-core CPU).
 
 Test modules never import from ``tests`` (the torch-fidelity wheel ships a top-level ``tests`` package):
-everything shared lives here as a fixture.
+everything shared lives here as a fixture (the tiny architecture: tiny_model.py, on pytest's pythonpath).
 """
 
 from __future__ import annotations
@@ -11,25 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
-
-# The tiny architecture: 16px -> 8x8 token grid, d = 16, L = 8 codes, K = 32 entries.
-TINY_MODEL = {
-    "resolution": 16,
-    "nf": 8,
-    "ch_mult": [1, 2],
-    "res_blocks": 1,
-    "attn_resolutions": [8],
-    "norm_groups": 4,
-    "width": 16,
-    "heads": 2,
-    "layers": 1,
-    "ffn": 32,
-    "codes": 8,
-    "codebook_size": 32,
-}
 
 # A 60-step schedule: T_q = 20, re-initialisation at 24 (W = 4, two inits), logs every 10, checkpoints every 15.
 # lr and the EMA rate are raised so that 60 steps visibly learn and the EMA weights follow the raw ones.

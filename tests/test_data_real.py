@@ -6,6 +6,7 @@ formats of the real ones (CelebA's runs of spaces, FFHQ-features' JSON copied fr
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import zipfile
 from pathlib import Path
@@ -212,6 +213,10 @@ def test_ffhq_attributes_no_face_and_split(raw, tmp_path):
     assert data.manifest["counts"] == {"train": 6, "test": 2}  # 60000 and 69999
     assert data.manifest["source"]["no_face_annotation"] == 1
     assert data.manifest["source"]["layout"] == "images1024x1024"
+    # the annotations' digest (each JSON read once, parsed and hashed), recomputed here from the files
+    lines = "".join(f"{i:05d}.json {hashlib.sha256((raw / 'ffhq' / 'json' / f'{i:05d}.json').read_bytes()).hexdigest()}\n"
+                    for i in FFHQ_INDICES)
+    assert data.manifest["source"]["annotations"]["json"]["sha256"] == hashlib.sha256(lines.encode()).hexdigest()
     rows = {i: data.attributes.iloc[k] for k, i in enumerate(FFHQ_INDICES)}
     assert rows[36].isna().all()  # 00036.json is []: kept, every attribute empty
     assert rows[0].notna().all() and rows[0]["age_young"] == 1 and rows[0]["hair_brown"] == 1

@@ -29,7 +29,8 @@ import torch
 from pivq import stages
 from pivq.data import PreparedDataset, prepare_toyfaces, write_prepared, write_preview
 from pivq.encode import load_codes, save_codes
-from pivq.io import write_json
+from pivq.io import atomic_path, remove_stale_temporaries, write_json
+from pivq.logs import to_file
 from pivq.model.checkpoint import load_model, read_checkpoint, save_atomic, save_model
 from pivq.sample import load_sample_images, save_shard
 from pivq.train import train
@@ -294,10 +295,14 @@ def test_sigkill_during_preparation_then_rerun_gives_the_same_dataset(toyfaces16
     assert (out / "images.npy").is_file() and not (out / "attributes.csv").exists()
     with pytest.raises(FileNotFoundError, match="interrupted preparation"):
         PreparedDataset(out)
-    prepare_toyfaces(**kwargs)
+    # what the kill leaves: the hidden temporary file of the output it was writing, and nothing else hidden
+    assert [p.name.startswith(".attributes.csv.") for p in out.iterdir() if p.name.startswith(".")] == [True]
+    log = tmp_path / "prepare.log"
+    with to_file(log, outputs=[out / name for name in ("images.npy", "attributes.csv", "split.csv", "manifest.json")]):
+        prepare_toyfaces(**kwargs)  # the rule's rerun: its script opens the log with the rule's outputs
     assert _visible_files(out) == _visible_files(toyfaces16)
-    # what the kill leaves: at most the hidden temporary file of the output it was writing
-    assert all(p.name.startswith(".attributes.csv.") for p in out.iterdir() if p.name.startswith("."))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert "left by a killed earlier attempt" in log.read_text()
 
 
 @pytest.fixture
@@ -379,8 +384,26 @@ def test_sigkill_during_training_resumes_to_the_same_model(make_experiment, toyf
                    run_dir=run, threads=1, device="cpu", progress=False)
     assert read_checkpoint(run / "checkpoints" / "latest.pt", expect="pivq-train-state-v1")["step"] == 15
     assert not (run / "model.pt").exists()
+    assert [p.name.startswith(".latest.pt.") for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == [True]
     train(experiment, toyfaces16, run, threads=1, device="cpu", progress=False)
     assert (run / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # the cut-short write: removed
+
+
+def test_remove_stale_temporaries_takes_only_the_outputs_own(tmp_path):
+    """Only the temporary names that atomic_path makes for the given outputs go; other files stay."""
+    outputs = [tmp_path / "a.json", tmp_path / "codes.npz", tmp_path / "missing" / "x.csv"]
+    with atomic_path(tmp_path / "b.json") as other:  # a real temporary name of another output, made mid-write
+        stale = [tmp_path / ".a.json.k3_x9q0z.tmp", tmp_path / ".codes.npz.abcdefgh.tmp.npz"]
+        kept = [other, tmp_path / "a.json", tmp_path / ".a.json.gz.abcdefgh.tmp", tmp_path / ".a.json.short.tmp",
+                tmp_path / ".a.jsonXabcdefgh.tmp", tmp_path / "a.json.abcdefgh.tmp"]
+        for path in stale + kept:
+            path.write_text("x")
+        (tmp_path / ".a.json.dir45678.tmp").mkdir()  # not a file: kept
+        assert sorted(remove_stale_temporaries(outputs)) == sorted(stale)
+        assert all(path.exists() for path in kept) and (tmp_path / ".a.json.dir45678.tmp").is_dir()
+        other.write_text("done")
+    assert (tmp_path / "b.json").read_text() == "done"
 
 
 def test_extractor_summary_is_byte_identical_across_runs(params, toyfaces16, tmp_path):

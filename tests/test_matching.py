@@ -106,6 +106,34 @@ def test_matching_crowded_with_k_equal_l_and_k_near_l(kind, no_fallback):
         _check(z[None], codebook, kind)
 
 
+def test_matching_identical_groups_rule_on_a_mixed_batch(monkeypatch, no_fallback):
+    """Step 2 runs on the whole batch at once: in one batch, images where it applies (collapsed, disjoint
+    groups of identical latents) and images where it must not (two identical groups wanting the same
+    column; distinct latents sharing a code) are each solved exactly, and the rule answers only the former."""
+    rng = np.random.default_rng(60)
+    codebook = rng.normal(size=(40, 3))
+    codebook[4] = codebook[3] + 0.01  # codes 3 and 4 are each other's nearest
+    images = {
+        "collapsed": np.repeat(rng.normal(size=(1, 3)), 10, axis=0),
+        "disjoint groups": np.concatenate([np.repeat(codebook[[3]], 5, axis=0), np.repeat(codebook[[30]] * 3, 5, axis=0)]),
+        "colliding groups": np.repeat(codebook[[3, 4]], 5, axis=0),  # both groups' 5 nearest hold codes 3 and 4
+        "one code, two latents": np.repeat(codebook[[7]] + [[1e-3], [-1e-3]], 5, axis=0),
+        "gaussian": rng.normal(size=(10, 3)),
+    }
+    answered = []
+    original = MATCHING._identical_groups
+
+    def spy(*args):
+        applies, cols = original(*args)
+        answered.append(applies.tolist())
+        return applies, cols
+
+    monkeypatch.setattr(MATCHING, "_identical_groups", spy)
+    _check(np.stack(list(images.values())), codebook, "mixed")
+    # the rule saw the images with a repeated code, in batch order, and answered exactly the two it covers
+    assert answered == [[True, True, False, False, False]]
+
+
 def test_matching_each_path_is_taken(monkeypatch):
     """The instances above reach every step of the solver (a guard against tests that skip a path)."""
     monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)
@@ -115,7 +143,8 @@ def test_matching_each_path_is_taken(monkeypatch):
 
         def spy(*args, _name=name, _original=original):
             result = _original(*args)
-            if result is not None:
+            # (_identical_groups answers for a batch: (applies per image, columns))
+            if result is not None and (_name != "_identical_groups" or bool(result[0].any())):
                 used.add(_name)
             return result
 
@@ -181,26 +210,35 @@ def test_matching_sparse_components_plain_and_squared(monkeypatch, no_fallback, 
 
 
 @pytest.mark.parametrize("passes", [0, 1000])
-def test_matching_candidate_selection_by_argmin_and_by_partition(monkeypatch, no_fallback, passes):
-    """Candidates found only by numpy's introselect (passes 0) or only by repeated argmin (passes 1000)."""
+def test_matching_candidate_selection_by_argmin_and_by_threshold(monkeypatch, no_fallback, passes):
+    """Candidates found only through chunk-minima thresholds (passes 0) or only by repeated argmin (passes 1000)."""
     monkeypatch.setattr(MATCHING, "ARGMIN_PASSES", passes)
     _check_pruned_kinds(np.random.default_rng(40))
+
+
+@pytest.mark.parametrize("depth", [0, 4])
+def test_matching_with_no_exposed_rows_and_deep_exposure(monkeypatch, no_fallback, depth):
+    """Exactness does not rest on the exposed rows' early widening: none (0) or four levels of it."""
+    monkeypatch.setattr(MATCHING, "EXPOSURE_DEPTH", depth)
+    _check_pruned_kinds(np.random.default_rng(42))
 
 
 @pytest.mark.parametrize("passes", [0, 1000])
 def test_smallest_matches_a_full_sort(monkeypatch, passes):
     monkeypatch.setattr(MATCHING, "ARGMIN_PASSES", passes)
     rng = np.random.default_rng(41)
-    dist = torch.tensor(rng.integers(0, 5, size=(20, 30)), dtype=torch.float32)  # many ties
-    dist0 = dist.clone()
     rows = np.array([3, 0, 7, 7, 19])
-    for top in (1, 2, 9, 30):
-        cols, values = MATCHING._smallest(dist, rows, top)
-        want = np.sort(dist.numpy()[rows], axis=1)[:, :top]
-        assert values.dtype == np.float64 and np.array_equal(values, want)
-        assert np.array_equal(np.take_along_axis(dist.numpy()[rows], cols, axis=1), want)
-        assert all(len(set(r)) == top for r in cols.tolist())
-    assert torch.equal(dist, dist0)
+    # many ties; 30 and 37 columns: chunks of one column, and a remainder chunk (37 = 2 x 16 + 5)
+    for dist in (rng.integers(0, 5, size=(20, 30)), rng.integers(0, 5, size=(20, 37)), rng.normal(size=(20, 300))):
+        dist = torch.tensor(dist, dtype=torch.float32)
+        dist0 = dist.clone()
+        for top in (1, 2, 5, 9, 16, dist.shape[1]):
+            cols, values = MATCHING._smallest(dist, rows, top)
+            want = np.sort(dist.numpy()[rows], axis=1)[:, :top]
+            assert values.dtype == np.float64 and np.array_equal(values, want)
+            assert np.array_equal(np.take_along_axis(dist.numpy()[rows], cols, axis=1), want)
+            assert all(len(set(r)) == top for r in cols.tolist())
+        assert torch.equal(dist, dist0)
 
 
 def test_matching_images_solved_on_threads(monkeypatch):

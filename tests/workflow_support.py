@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_model import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -28,9 +29,6 @@ STAGE_RULES = ["prepare_dataset", "train_extractor", "train", "encode", "sample_
                "fidelity", "capacity", "rate", "probe", "code_atlas", "tables", "figures"]
 TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced"]
 EXPERIMENTS = {"toy_matching": "matching", "toy_nearest": "nearest"}
-
-TINY_MODEL = {"resolution": 16, "nf": 8, "ch_mult": [1, 2], "res_blocks": 1, "attn_resolutions": [8],
-              "norm_groups": 4, "width": 16, "heads": 2, "layers": 1, "ffn": 32, "codes": 8, "codebook_size": 32}
 
 # A tiny run takes ~70 s on 2 cores; the whole module's budget for one snakemake call is generous.
 SNAKEMAKE_TIMEOUT = 600

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, derive_binary, load_face_attributes
 from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, prepare_images
 from pivq.data.sources import ffhq_layout, some_names
-from pivq.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,8 @@ def read_annotations(json_dir: Path, indices: list[int], images: dict[int, Path]
     rows, digest, no_face = [], hashlib.sha256(), 0
     for i in tqdm(indices, desc="FFHQ-features", unit="file", mininterval=5):
         path = json_dir / f"{i:05d}.json"
-        face = load_face_attributes(path)
+        raw = path.read_bytes()  # read once: parsed and hashed
+        face = load_face_attributes(path, raw)
         if face is None:
             no_face += 1
             rows.append(dict.fromkeys(BINARY_ATTRIBUTES, np.nan))
@@ -131,5 +131,5 @@ def read_annotations(json_dir: Path, indices: list[int], images: dict[int, Path]
                 rows.append(derive_binary(face))
             except (ValueError, KeyError, TypeError) as err:  # a field missing or of the wrong type
                 raise ValueError(f"{path}: malformed faceAttributes ({type(err).__name__}: {err})") from None
-        digest.update(f"{path.name} {sha256_file(path)}\n".encode())
+        digest.update(f"{path.name} {hashlib.sha256(raw).hexdigest()}\n".encode())
     return pd.DataFrame(rows, columns=BINARY_ATTRIBUTES, dtype=float), no_face, digest.hexdigest()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pivq.io import read_json
+from pivq.io import parse_json, read_json
 
 YOUNG_BELOW = 30  # age_young: age < 30
 SENIOR_FROM = 50  # age_senior: age >= 50; age_middle is the range between
@@ -88,9 +88,11 @@ def derive_binary(face_attributes: dict[str, Any]) -> dict[str, int]:
     return {rule.name: int(rule.derive(face_attributes)) for rule in RULES}
 
 
-def load_face_attributes(json_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``faceAttributes`` of the largest face in one annotation file; None if no face was detected."""
-    faces = read_json(json_path)  # ValueError naming the file if it is not JSON
+def load_face_attributes(json_path: str | os.PathLike, raw: bytes | None = None) -> dict[str, Any] | None:
+    """The ``faceAttributes`` of the largest face in one annotation file; None if no face was detected.
+
+    raw: the file's bytes, when the caller has read them already (FFHQ preparation also hashes them)."""
+    faces = read_json(json_path) if raw is None else parse_json(raw, json_path)  # ValueError naming the file
     if not isinstance(faces, list):
         raise ValueError(f"{json_path}: expected a JSON array of faces, got {type(faces).__name__}")
     if not faces:

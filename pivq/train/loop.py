@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from pivq.data import PreparedDataset
-from pivq.io import atomic_path, write_json
+from pivq.io import atomic_path, remove_stale_temporaries, write_json
 from pivq.logs import software_versions
 from pivq.model import PIVQ, ModelConfig
 from pivq.model.checkpoint import save_model
@@ -182,6 +182,8 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     window_codes: list[torch.Tensor] = []  # codes and loss sums since the last log row
     sums = _new_sums()
     ckpt = run_dir / "checkpoints" / "latest.pt"
+    for stale in remove_stale_temporaries([ckpt]):  # a checkpoint write cut short (not a pipeline output)
+        log.info("removed %s, left by a killed earlier attempt", stale)
     if ckpt.exists():
         state = load_state(ckpt, cfg.to_dict())
         model.load_state_dict(state["model"])

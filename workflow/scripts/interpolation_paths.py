@@ -1,6 +1,6 @@
 from pivq.logs import to_file
 
-with to_file(snakemake.log[0]):
+with to_file(snakemake.log[0], outputs=snakemake.output):
     from pivq.stages import interpolation_figure_data
 
     interpolation_figure_data(snakemake.input.model, snakemake.input.codes, snakemake.input.manifest,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from pivq.logs import to_file
 
-with to_file(snakemake.log[0]):
+with to_file(snakemake.log[0], outputs=snakemake.output):
     from pivq.stages import report_figures, report_tables
 
     build = {"tables": report_tables, "figures": report_figures}[snakemake.rule]

@@ -1,6 +1,6 @@
 from pivq.logs import to_file
 
-with to_file(snakemake.log[0]):
+with to_file(snakemake.log[0], outputs=snakemake.output):
     from pivq.stages import sample_shard
 
     sample_shard(snakemake.input.model, snakemake.input.codes, snakemake.params.sample, int(snakemake.wildcards.shard),

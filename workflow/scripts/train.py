@@ -1,6 +1,6 @@
 from pivq.logs import to_file
 
-with to_file(snakemake.log[0]):
+with to_file(snakemake.log[0], outputs=snakemake.output):
     from pivq.stages import train_model
 
     train_model(snakemake.params.spec, snakemake.input.manifest, snakemake.params.run_dir,
