@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_quantize.py [--repeats N] [--threads T] [--workers W] [--kinds ...]
 
-For each shape (L, K, d, B) and latent kind, the median over N repeats (ms per step, B images) of:
+For each shape (L, K, d, B) and latent kind, the median (ms per step, B images) of:
 distances (cdist); nearest (incl. distances); scipy's dense linear_sum_assignment per image (incl.
 distances); lapx's lapjvx if installed (optional, not a project dependency; incl. distances); ours,
 ``assign(.., "matching")`` (incl. distances); sinkhorn (incl. distances). Everything runs in one process
@@ -88,9 +88,8 @@ class SolverClock:
     def __init__(self):
         self.seconds = 0.0
         self.lock = threading.Lock()
-        self.originals = {name: getattr(matching, name) for name in self.NAMES}
-        for name, solver in self.originals.items():
-            setattr(matching, name, self.timed(solver))
+        for name in self.NAMES:
+            setattr(matching, name, self.timed(getattr(matching, name)))
 
     def timed(self, solver):
         def wrapper(*args, **kwargs):
