@@ -1,6 +1,6 @@
 """Per-step cost of the quantizers (issue 4): matching quantization against scipy's dense solver.
 
-    .venv/bin/python benchmarks/bench_quantize.py [--repeats N] [--threads T] [--workers W] [--kinds ...]
+    .venv/bin/python benchmarks/bench_quantize.py [--repeats N] [--threads T] [--workers W] [--kinds ...] [--usage-only]
 
 For each shape (L, K, d, B) and latent kind, the median (ms per step, B images) of:
 distances (cdist); nearest (incl. distances); scipy's dense linear_sum_assignment per image (incl.
@@ -13,6 +13,9 @@ round after round, so that a busy spell of a shared machine slows them alike. Pr
 "of budget" that part over the issue's allowance 0.2 x nearest (the target (distances + ours) /
 (distances + nearest) <= 1.2). Above 1, no rearrangement of the rest can meet the target while scipy
 solves these cores: the floor of this CPU path.
+
+A second table (alone with --usage-only: no timings) gives issue 4's codebook usage and cost gap of OptVQ's
+Sinkhorn assignment, against nearest, on the same latents.
 """
 
 from __future__ import annotations
@@ -136,6 +139,21 @@ def total_cost(z: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor) -> fl
     return float((z.double() - codebook.double()[idx]).norm(dim=-1).sum())
 
 
+def usage_row(z: torch.Tensor, codebook: torch.Tensor) -> str:
+    """One row of the Sinkhorn table (no timings): per method, the mean share of an image's L codes that are
+    distinct, the share of images with a repeated code, the distinct codes of the whole batch, and the total
+    distance over matching's optimum (nearest is a lower bound on any assignment; below 1 means repeats)."""
+    cells = []
+    codes = {method: assign(z, codebook, method) for method in ("nearest", "matching", "sinkhorn")}
+    optimum = total_cost(z, codebook, codes["matching"])
+    for method in ("nearest", "sinkhorn"):
+        idx = codes[method]
+        distinct = [len(torch.unique(row)) / len(row) for row in idx]
+        cells += [f"{statistics.mean(distinct):.3f}", f"{sum(d < 1 for d in distinct) / len(distinct):.2f}",
+                  f"{len(torch.unique(idx))}", f"{total_cost(z, codebook, idx) / optimum:.4f}"]
+    return " | ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -144,6 +162,8 @@ def main() -> None:
                         help="threads solving a batch's images in ours (default: matching.WORKERS' rule: "
                         "1 for small images, else torch's thread count on the CPU)")
     parser.add_argument("--kinds", nargs="*", default=KINDS)
+    parser.add_argument("--usage-only", action="store_true", help="only the Sinkhorn table (codebook usage and "
+                        "cost against matching; no timings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.workers is not None:
@@ -153,6 +173,23 @@ def main() -> None:
           f"of {FAST_ROUNDS * args.repeats} interleaved rounds (scipy dense, lapjvx: of {args.repeats} repeats)")
     print(f"lap: {'lapx ' + lap.__version__ + ' lapjvx' if lap else 'not installed'}\n")
     clock = SolverClock()
+    if not args.usage_only:
+        timings(args, clock)
+    print("\nCodebook usage and cost of OptVQ's Sinkhorn assignment against nearest (no timings; matching: every "
+          "image's L codes distinct, cost 1 by definition). distinct: mean share of an image's L codes that differ; "
+          "repeats: share of images with a repeated code; batch: distinct codes in the whole batch; cost: total "
+          "distance / matching's optimum\n")
+    print("| L, K, d, B | latents | nearest: distinct | repeats | batch | cost | sinkhorn: distinct | repeats | batch "
+          "| cost |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n_codes, codebook_size, dim, batch in SHAPES:
+        for kind in args.kinds:
+            z, codebook = latents(kind, n_codes, codebook_size, dim, batch)
+            print(f"| {n_codes}, {codebook_size}, {dim}, {batch} | {kind} | {usage_row(z, codebook)} |", flush=True)
+
+
+def timings(args: argparse.Namespace, clock: SolverClock) -> None:
+    """The timing table."""
     print("| L, K, d, B | latents | distances | nearest | scipy dense | lapjvx | ours | sinkhorn | ours/scipy "
           "| ours/nearest | ours: in scipy | of budget |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -161,6 +161,18 @@ def test_matching_error_names_l_and_k():
         assign(torch.zeros(2, 6, 3), torch.randn(4, 3), "matching")
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_non_finite_latents_or_codebook_are_named(method):
+    """NaN or inf gave index 0 (nearest, sinkhorn: the whole batch) or scipy's 'invalid numeric entries'."""
+    z, codebook = torch.randn(2, 6, 3), torch.randn(20, 3)
+    bad_z, bad_codebook = z.clone(), codebook.clone()
+    bad_z[1, 2, 0], bad_codebook[7, 1] = float("nan"), float("inf")
+    with pytest.raises(FloatingPointError, match=f"{method} assignment: the latents z hold 1 NaN or inf value"):
+        assign(bad_z, codebook, method)
+    with pytest.raises(FloatingPointError, match="the codebook hold 1 NaN or inf value.* of 60"):
+        assign(z, bad_codebook, method)
+
+
 def test_sinkhorn_shape_valid_and_deterministic():
     assert "sinkhorn" in METHODS
     g = torch.Generator().manual_seed(0)

@@ -29,6 +29,11 @@ def assign(z: torch.Tensor, codebook: torch.Tensor, method: str) -> torch.Tensor
         raise ValueError(f"expected z (B, L, d) and codebook (K, d), got {tuple(z.shape)} and {tuple(codebook.shape)}")
     with torch.no_grad():
         z, codebook = z.detach(), codebook.detach()
+        for what, tensor in (("latents z", z), ("codebook", codebook)):
+            if not bool(torch.isfinite(tensor).all()):  # else: silent index 0 (nearest, sinkhorn) or a scipy error
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise FloatingPointError(f"{method} assignment: the {what} hold {bad} NaN or inf value(s) of "
+                                         f"{tensor.numel()}")
         dist = pairwise_distances(z, codebook)  # stays on z's device; the solvers move what they need
         if method == "sinkhorn":
             return sinkhorn_assign(dist)
