@@ -65,6 +65,13 @@ def latents(kind: str, n_codes: int, codebook_size: int, dim: int, batch: int, s
     return z.contiguous(), codebook
 
 
+def instances(kinds: list[str]):
+    """(shape label, kind, z, codebook) for every shape and latent kind, in table order."""
+    for n_codes, codebook_size, dim, batch in SHAPES:
+        for kind in kinds:
+            yield f"{n_codes}, {codebook_size}, {dim}, {batch}", kind, *latents(kind, n_codes, codebook_size, dim, batch)
+
+
 def scipy_dense(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     dist = pairwise_distances(z, codebook).double().numpy()
     out = torch.empty(z.shape[:2], dtype=torch.int64)
@@ -182,10 +189,8 @@ def main() -> None:
     print("| L, K, d, B | latents | nearest: distinct | repeats | batch | cost | sinkhorn: distinct | repeats | batch "
           "| cost |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n_codes, codebook_size, dim, batch in SHAPES:
-        for kind in args.kinds:
-            z, codebook = latents(kind, n_codes, codebook_size, dim, batch)
-            print(f"| {n_codes}, {codebook_size}, {dim}, {batch} | {kind} | {usage_row(z, codebook)} |", flush=True)
+    for shape, kind, z, codebook in instances(args.kinds):
+        print(f"| {shape} | {kind} | {usage_row(z, codebook)} |", flush=True)
 
 
 def timings(args: argparse.Namespace, clock: SolverClock) -> None:
@@ -193,27 +198,25 @@ def timings(args: argparse.Namespace, clock: SolverClock) -> None:
     print("| L, K, d, B | latents | distances | nearest | scipy dense | lapjvx | ours | sinkhorn | ours/scipy "
           "| ours/nearest | ours: in scipy | of budget |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n_codes, codebook_size, dim, batch in SHAPES:
-        for kind in args.kinds:
-            z, codebook = latents(kind, n_codes, codebook_size, dim, batch)
-            fast = {"distances": lambda: pairwise_distances(z, codebook),
-                    "nearest": lambda: assign(z, codebook, "nearest"),
-                    "ours": lambda: assign(z, codebook, "matching"),
-                    "sinkhorn": lambda: assign(z, codebook, "sinkhorn")}
-            t, results, t_core = interleaved_ms(fast, FAST_ROUNDS * args.repeats, clock)
-            t_dist, t_near, t_ours, t_sink, ours = t["distances"], t["nearest"], t["ours"], t["sinkhorn"], results["ours"]
-            t_ref, ref = median_ms(lambda: scipy_dense(z, codebook), args.repeats)
-            t_lap = median_ms(lambda: lap_dense(z, codebook), args.repeats)[0] if lap else float("nan")
-            # exactness check on the benchmark data itself
-            got, want = total_cost(z, codebook, ours), total_cost(z, codebook, ref)
-            assert abs(got - want) <= 1e-6 * want, (kind, got, want)
-            assert all(len(set(row.tolist())) == n_codes for row in ours), kind
-            print(
-                f"| {n_codes}, {codebook_size}, {dim}, {batch} | {kind} | {t_dist:.1f} | {t_near:.1f} | {t_ref:.1f} "
-                f"| {t_lap:.1f} | {t_ours:.1f} | {t_sink:.1f} | {t_ours / t_ref:.3f} | {t_ours / t_near:.2f} "
-                f"| {t_core:.1f} | {t_core / (0.2 * t_near):.2f} |",
-                flush=True,
-            )
+    for shape, kind, z, codebook in instances(args.kinds):
+        fast = {"distances": lambda: pairwise_distances(z, codebook),
+                "nearest": lambda: assign(z, codebook, "nearest"),
+                "ours": lambda: assign(z, codebook, "matching"),
+                "sinkhorn": lambda: assign(z, codebook, "sinkhorn")}
+        t, results, t_core = interleaved_ms(fast, FAST_ROUNDS * args.repeats, clock)
+        t_dist, t_near, t_ours, t_sink, ours = t["distances"], t["nearest"], t["ours"], t["sinkhorn"], results["ours"]
+        t_ref, ref = median_ms(lambda: scipy_dense(z, codebook), args.repeats)
+        t_lap = median_ms(lambda: lap_dense(z, codebook), args.repeats)[0] if lap else float("nan")
+        # exactness check on the benchmark data itself
+        got, want = total_cost(z, codebook, ours), total_cost(z, codebook, ref)
+        assert abs(got - want) <= 1e-6 * want, (kind, got, want)
+        assert all(len(set(row.tolist())) == z.shape[1] for row in ours), kind
+        print(
+            f"| {shape} | {kind} | {t_dist:.1f} | {t_near:.1f} | {t_ref:.1f} "
+            f"| {t_lap:.1f} | {t_ours:.1f} | {t_sink:.1f} | {t_ours / t_ref:.3f} | {t_ours / t_near:.2f} "
+            f"| {t_core:.1f} | {t_core / (0.2 * t_near):.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
