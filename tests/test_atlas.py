@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pivq.analysis.atlas import (DIRECTIONS, AtlasPlan, code_association, decode_atlas, plan_atlas, swap_codes)
+from pivq.analysis.atlas import (DIRECTIONS, AtlasPlan, code_association, decode_atlas, known_labels, plan_atlas,
+                                 swap_codes)
 
 K, L = 20, 4
 
@@ -52,6 +53,13 @@ def test_code_association_by_hand():
     assoc = code_association(codes, labels, 5)
     # P(present | 1): 0 -> 1, 1 -> 1/2, 2 -> 1/2; P(present | 0): 1 -> 1
     np.testing.assert_allclose(assoc, [1.0, -0.5, 0.5, 0.0, 0.0])
+
+
+def test_known_labels_marks_unknown_and_refuses_non_binary():
+    labels = known_labels(pd.Series([1.0, np.nan, 0.0, 1.0], name="smiling"))
+    assert labels.tolist() == [1, -1, 0, 1]
+    with pytest.raises(ValueError, match="'age' is not binary"):
+        known_labels(pd.Series([0, 1, 2], name="age"))
 
 
 def test_swap_replaces_the_least_related_entry_with_the_first_absent_code():

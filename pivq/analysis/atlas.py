@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pivq.analysis.probe import binary_labels, code_presence_matrix, gain_order
+
 DIRECTIONS = ("add", "remove")
 _CODE_LISTS = {"add": ("top_positive_codes", 1.0), "remove": ("top_negative_codes", -1.0)}
 _DIRECTION_LABEL = {"add": 0, "remove": 1}  # the label of the images each direction edits
@@ -61,28 +63,23 @@ class AtlasPlan:
     weights_in: np.ndarray  # (A, 2, n, m) float: the probe's weights of the codes swapped in
 
 
-def binary_labels(column: pd.Series) -> np.ndarray:
+def known_labels(column: pd.Series) -> np.ndarray:
     """0/1 labels, -1 where unknown (NaN); ValueError naming the column if it holds anything else."""
-    values = column.to_numpy(dtype=float, na_value=np.nan)
-    known = ~np.isnan(values)
-    if not np.isin(values[known], (0.0, 1.0)).all():
-        raise ValueError(f"attribute {column.name!r} is not binary (values {sorted(set(values[known]))[:5]})")
-    return np.where(known, values, -1).astype(np.int64)
+    known = column.notna().to_numpy()
+    labels = np.full(len(column), -1, dtype=np.int64)
+    values = binary_labels(column[known])  # the probe's test of "binary"
+    if values is None:
+        raise ValueError(f"attribute {column.name!r} is not binary (values {sorted(set(column[known]))[:5]})")
+    labels[known] = values
+    return labels
 
 
 def code_association(codes: np.ndarray, labels: np.ndarray, K: int) -> np.ndarray:
     """(K,) P(code present | label 1) - P(code present | label 0) over the rows of ``codes`` (N, L); rows with
     label -1 are left out, and a class with no rows counts as presence 0. Repeats in a row count once."""
-    codes = np.asarray(codes)
-    rates = []
-    for value in (1, 0):
-        rows = np.sort(codes[labels == value], axis=1)
-        if not len(rows):
-            rates.append(np.zeros(K))
-            continue
-        first = np.ones(rows.shape, dtype=bool)
-        first[:, 1:] = rows[:, 1:] != rows[:, :-1]  # each distinct code of a row once
-        rates.append(np.bincount(rows[first], minlength=K)[:K] / len(rows))
+    presence = code_presence_matrix(np.asarray(codes), K)  # the probe's features
+    rates = [np.asarray(presence[labels == value].mean(axis=0)).ravel() if (labels == value).any() else np.zeros(K)
+             for value in (1, 0)]
     return rates[0] - rates[1]
 
 
@@ -128,10 +125,6 @@ def _check_probe(probe: dict, columns: pd.Index, K: int) -> list[dict]:
     return rows
 
 
-def _gain(row: dict) -> float:
-    return row["accuracy_mean"] - row["baseline"]
-
-
 def plan_atlas(codes: np.ndarray, split: np.ndarray, attributes: pd.DataFrame, probe: dict, K: int,
                n_attributes: int, n_images: int, n_codes: int, seed: int) -> AtlasPlan:
     """Choose attributes, images and swaps (the rules in the module docstring).
@@ -148,14 +141,14 @@ def plan_atlas(codes: np.ndarray, split: np.ndarray, attributes: pd.DataFrame, p
     if n_codes > codes.shape[1]:
         raise ValueError(f"atlas codes = {n_codes} exceeds the set size L = {codes.shape[1]}")
     rows = _check_probe(probe, attributes.columns, K)
-    ranked = sorted(enumerate(rows), key=lambda ir: (-_gain(ir[1]), ir[1]["name"]))
+    ranked = sorted(enumerate(rows), key=lambda ir: gain_order(ir[1]))  # probe.json's order, made sure of
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
 
     chosen, passed_over = [], []
     for rank, row in ranked:
         if len(chosen) == n_attributes:
             break
-        labels = binary_labels(attributes[row["name"]].reset_index(drop=True))
+        labels = known_labels(attributes[row["name"]].reset_index(drop=True))
         relation = np.abs(code_association(codes[train], labels[train], K))
         per_direction = []
         for d, direction in enumerate(DIRECTIONS):
@@ -200,7 +193,7 @@ def plan_atlas(codes: np.ndarray, split: np.ndarray, attributes: pd.DataFrame, p
 def decode_atlas(model, plan: AtlasPlan, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Decode every original and swapped set of ``plan`` with ``model`` (a PIVQ) in batches.
 
-    Returns the atlas arrays (see ``save_atlas``): uint8 images (A, 2, n, H, W, 3) under ``original`` and
+    Returns the atlas arrays (``atlas_arrays``): uint8 images (A, 2, n, H, W, 3) under ``original`` and
     ``swapped`` beside the plan's arrays."""
     import torch
 
@@ -227,6 +220,7 @@ def decode_atlas(model, plan: AtlasPlan, batch_size: int = 16) -> dict[str, np.n
 
 
 def atlas_arrays(plan: AtlasPlan) -> dict[str, Any]:
+    """The plan as the arrays of code_atlas.npz (beside the decoded images)."""
     return {
         "attributes": np.array(plan.attributes, dtype=str),
         "directions": np.array(DIRECTIONS, dtype=str),

@@ -38,7 +38,12 @@ def code_presence_matrix(codes: np.ndarray, K: int) -> sp.csr_matrix:
     return matrix
 
 
-def _binary_labels(values: pd.Series) -> np.ndarray | None:
+def gain_order(row: dict[str, Any]) -> tuple[float, str]:
+    """Sort key of a probe result: largest accuracy gain over the baseline first, then by name (Figure 5's order)."""
+    return -(row["accuracy_mean"] - row["baseline"]), row["name"]
+
+
+def binary_labels(values: pd.Series) -> np.ndarray | None:
     """0/1 labels from a bool or numeric column without NaN; None if it is not binary."""
     unique = set(pd.unique(values).tolist())
     if not unique <= {0, 1}:  # True == 1 and False == 0, so bool columns pass
@@ -107,7 +112,7 @@ def probe_attributes(
     for name in columns:
         column = attributes[name].reset_index(drop=True)
         keep = column.notna().to_numpy()
-        y = _binary_labels(column[keep])
+        y = binary_labels(column[keep])
         if y is None:
             values = sorted(map(str, pd.unique(column[keep])))[:5]
             skipped.append({"name": name, "reason": f"not binary (values include {values})"})
@@ -121,7 +126,7 @@ def probe_attributes(
             })
             continue
         results.append({"name": name, **_probe_one(X[keep], y, folds, seed, max_iter, n_jobs)})
-    results.sort(key=lambda r: (-(r["accuracy_mean"] - r["baseline"]), r["name"]))
+    results.sort(key=gain_order)
     return {
         "folds": folds,
         "seed": seed,

@@ -276,11 +276,11 @@ class _Candidates:
 def _smallest(dist: torch.Tensor, rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Columns and distances (float64) of the ``top`` smallest distances of each of ``rows``, ascending.
 
-    On the CPU this avoids torch.topk and numpy's introselect, both about 25 us per row of 4096: a few
+    On the CPU this avoids torch.topk and numpy's introselect, which partition each whole row: a few
     smallest are taken one argmin pass at a time (a vectorised scan each); more through a threshold. The
     row is cut into at least ``top`` chunks, and the ``top``-th smallest chunk minimum tau has ``top``
     distances <= it (one per chunk), so the ``top`` smallest are among the few distances <= tau, found by
-    one vectorised comparison; only those are sorted. About 2x faster than introselect for top ~ 10."""
+    one vectorised comparison; only those are sorted (benchmarks/bench_matching_ab.py measures the solver)."""
     if dist.device.type != "cpu" or dist.dtype not in (torch.float32, torch.float64):
         values, cols = torch.topk(dist[torch.from_numpy(rows).to(dist.device)], top, dim=1, largest=False)
         return cols.cpu().numpy(), values.double().cpu().numpy()
@@ -301,7 +301,7 @@ def _smallest(dist: torch.Tensor, rows: np.ndarray, top: int) -> tuple[np.ndarra
     if chunks * width < n_cols:  # the remainder is one more chunk
         chunk_min = torch.cat([chunk_min, block[:, chunks * width :].amin(dim=1, keepdim=True)], dim=1)
     tau = np.partition(chunk_min.numpy(), top - 1, axis=1)[:, top - 1 : top]
-    flat = np.flatnonzero(block.numpy() <= tau)  # (flatnonzero: ~10x faster than a 2-d nonzero)
+    flat = np.flatnonzero(block.numpy() <= tau)  # (flatnonzero: far cheaper than a 2-d nonzero)
     row, col = np.divmod(flat, n_cols)
     count = np.bincount(row, minlength=n_rows)
     slot = np.arange(len(flat)) - np.repeat(np.cumsum(count) - count, count)  # position within its row
@@ -319,8 +319,7 @@ def _pruned(dist: torch.Tensor, nearest: np.ndarray, rivals: np.ndarray) -> np.n
     contested = np.flatnonzero(rivals > 1)
     cand.fetch(contested, np.minimum(rivals[contested] + EXTRA_CANDIDATES, n_cols))
     # uncontested rows whose nearest code a contested (or, a level down, an exposed) row may take are often
-    # displaced: widen them now rather than after a failed proof (measured: 1.75 -> 1.25 proofs per gaussian
-    # image, about 15% faster there)
+    # displaced: widen them now rather than after a failed proof (fewer proof rounds on gaussian latents)
     wanted = np.zeros(n_cols, bool)
     fetched = np.zeros(n_rows, bool)
     fetched[contested] = True

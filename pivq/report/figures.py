@@ -168,10 +168,14 @@ ATLAS_HEADERS = {"add": "add: top positive codes swapped into test images withou
                  "remove": "remove: top negative codes swapped into test images with the attribute"}
 
 
-def _change_tile(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean absolute RGB change between two uint8 images, amplified, as a grey tile (white: no change)."""
-    change = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1) * ATLAS_DIFF_GAIN
-    grey = 255 - np.clip(change, 0, 255).round().astype(np.uint8)
+def _change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, the mean absolute RGB change between two uint8 images (H, W)."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
+
+
+def _change_tile(change: np.ndarray) -> np.ndarray:
+    """A change map, amplified, as a grey tile (white: no change)."""
+    grey = 255 - np.clip(change * ATLAS_DIFF_GAIN, 0, 255).round().astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
@@ -190,6 +194,7 @@ def code_atlas_figure(atlas: dict[str, np.ndarray], experiment: str) -> Figure:
     def px(t: float) -> int:
         return int(round(t * h))
 
+    change = _change(original, swapped)  # (A, 2, n, H, W)
     canvas = np.full((px(height_t), px(width_t), 3), 255, dtype=np.uint8)
     tile_x = {}  # (direction, image) -> x of its first tile, in tile units
     for d in range(n_dir):
@@ -198,7 +203,7 @@ def code_atlas_figure(atlas: dict[str, np.ndarray], experiment: str) -> Figure:
     for a in range(n_attr):
         y = px(a * pitch)
         for (d, i), x in tile_x.items():
-            tiles = (original[a, d, i], swapped[a, d, i], _change_tile(original[a, d, i], swapped[a, d, i]))
+            tiles = (original[a, d, i], swapped[a, d, i], _change_tile(change[a, d, i]))
             for k, tile in enumerate(tiles):
                 x0 = px(x + k * (1 + gap))
                 canvas[y:y + h, x0:x0 + w] = tile
@@ -229,9 +234,8 @@ def code_atlas_figure(atlas: dict[str, np.ndarray], experiment: str) -> Figure:
         for (d, i), x in tile_x.items():
             codes_in = " ".join(str(int(c)) for c in atlas["swapped_in"][a, d, i])
             codes_out = " ".join(str(int(c)) for c in atlas["swapped_out"][a, d, i])
-            change = np.abs(original[a, d, i].astype(np.int16) - swapped[a, d, i].astype(np.int16)).mean()
             ax.text(x + triplet / 2, y + 1.05, f"in {codes_in} / out {codes_out}\n"
-                    f"image {int(atlas['image_index'][a, d, i])}, mean |change| {change:.1f}", va="top",
+                    f"image {int(atlas['image_index'][a, d, i])}, mean |change| {change[a, d, i].mean():.1f}", va="top",
                     linespacing=1.3, **small)
     m = atlas["swapped_in"].shape[-1]
     fig.suptitle(f"Code atlas ({experiment}): the probe's top {m} code{'s' if m > 1 else ''} of each attribute "
