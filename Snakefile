@@ -2,7 +2,7 @@
 # `snakemake --profile slurm all` runs the paper's experiments on a Slurm cluster (see README).
 # Parse-time work stays light: pivq.config imports no torch, rules call workflow/scripts in their own process.
 
-from pivq.config import experiments_to_build, report_experiments, resolve_experiment, validate_params
+from pivq.config import experiments_to_build, report_experiments, resolve_experiment, stage_resources, validate_params
 
 
 configfile: "params.yaml"

@@ -26,6 +26,16 @@ def _experiment(args) -> dict:
     return resolve_experiment(_params(args), args.experiment)
 
 
+def _job(args, stage: str):
+    """The stage's job as params.yaml sizes it (its GPU: the device rule), ``--threads`` overriding its CPUs."""
+    from pivq.config import stage_resources
+    from pivq.device import Job
+
+    request = stage_resources(_params(args), stage, experiment=args.experiment)
+    return Job(owner=f"experiment {args.experiment}", stage=stage, gpu=request["gpu"],
+               cpus=args.threads or request["cpus"])
+
+
 def cmd_validate(args) -> None:
     from pivq.config import experiments_to_build
 
@@ -34,13 +44,15 @@ def cmd_validate(args) -> None:
 
 
 def cmd_prepare(args) -> None:
+    from pivq.config import stage_resources
     from pivq.stages import prepare_dataset
 
     params = _params(args)
     if args.dataset not in params["datasets"]:
         raise SystemExit(f"pivq prepare: unknown dataset {args.dataset!r}; known: {sorted(params['datasets'])}")
+    workers = args.workers or stage_resources(params, "prepare_dataset", dataset=args.dataset)["cpus"]
     print(prepare_dataset(args.dataset, params["datasets"][args.dataset], args.out or f"data/{args.dataset}",
-                          workers=args.workers))
+                          workers=workers))
 
 
 def cmd_train(args) -> None:
@@ -50,7 +62,8 @@ def cmd_train(args) -> None:
     name = exp["name"]
     print(json.dumps(train_model(exp, f"data/{exp['dataset_name']}", f"runs/{name}",
                                  f"results/metrics/{name}/training.json",
-                                 f"results/metrics/{name}/training_log.csv", threads=args.threads), indent=2))
+                                 f"results/metrics/{name}/training_log.csv", job=_job(args, "train"),
+                                 eval_batch_size=exp["encode"]["batch_size"]), indent=2))
 
 
 def cmd_encode(args) -> None:
@@ -58,7 +71,7 @@ def cmd_encode(args) -> None:
 
     exp = _experiment(args)
     encode_dataset(f"runs/{exp['name']}/model.pt", f"data/{exp['dataset_name']}", f"runs/{exp['name']}/codes.npz",
-                   threads=args.threads)
+                   batch_size=exp["encode"]["batch_size"], job=_job(args, "encode"))
 
 
 def cmd_sample(args) -> None:
@@ -70,7 +83,7 @@ def cmd_sample(args) -> None:
         raise SystemExit(f"pivq sample: --shard {args.shard} is outside 0..{shards - 1} "
                          f"(experiments.{exp['name']}.sample.shards = {shards})")
     sample_shard(f"runs/{exp['name']}/model.pt", f"runs/{exp['name']}/codes.npz", exp["sample"], args.shard,
-                 f"runs/{exp['name']}/samples/shard-{args.shard}.npz", threads=args.threads)
+                 f"runs/{exp['name']}/samples/shard-{args.shard}.npz", job=_job(args, "sample_shard"))
 
 
 def cmd_capacity(args) -> None:
@@ -116,14 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
         if experiment:
             p.add_argument("--experiment", required=True, help="an experiment of params.yaml")
         if threads:
-            p.add_argument("--threads", type=_positive, default=1, help="CPU threads (default: 1)")
+            p.add_argument("--threads", type=_positive, default=None,
+                           help="CPU threads (default: the stage's cpus in params.yaml resources)")
         return p
 
     add("validate", cmd_validate, "check params.yaml against its schema")
     p = add("prepare", cmd_prepare, "prepare a dataset into data/<dataset>/")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", help="output folder (default: data/<dataset>)")
-    p.add_argument("--workers", type=int, default=1, help="image-decoding processes for the real datasets")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="image-decoding processes for the real datasets (default: prepare_dataset's cpus)")
     add("train", cmd_train, "train (or resume) an experiment", experiment=True, threads=True)
     add("encode", cmd_encode, "encode every image of an experiment's dataset to its code set", experiment=True,
         threads=True)
@@ -146,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # reported by the subcommand's parser, so the usage line is the subcommand's
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from pivq.config import ParamsError
+    from pivq.device import NoGPUError
 
     try:
         args.func(args)
-    except (ParamsError, FileNotFoundError, NotImplementedError) as err:
+    except (ParamsError, FileNotFoundError, NotImplementedError, NoGPUError) as err:
         print(f"pivq {args.command}: {err}", file=sys.stderr)
         return 2
     return 0

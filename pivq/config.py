@@ -11,11 +11,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
+
+# The rules whose jobs params.yaml sizes (resources.<preset>.<rule>), and which of them run no network.
+DATASET_STAGES = ("prepare_dataset", "train_extractor")
+EXPERIMENT_STAGES = ("train", "encode", "sample_shard", "interpolation_paths", "fidelity", "rate", "probe",
+                     "code_atlas")
+CPU_STAGES = ("prepare_dataset", "rate", "probe")
 
 
 class ParamsError(ValueError):
@@ -27,8 +32,10 @@ def _key(path) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _validator(schema_path: str, mtime_ns: int) -> jsonschema.Draft202012Validator:
+def _validator(schema_path: str, mtime_ns: int):
     """The schema's validator, parsed once per file version (parsing the YAML schema dominates a validation)."""
+    import jsonschema  # here, not at the top: resolving an experiment needs no schema
+
     return jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_path).read_text()))
 
 
@@ -52,9 +59,20 @@ def validate_params(params: dict, source: str = "params.yaml", schema_path: str 
         for name in names:
             if name not in params["experiments"]:
                 problems.append(f"experiment_sets.{set_name}: unknown experiment {name!r}")
+    for name, dataset in params["datasets"].items():
+        if dataset["resources"] not in params["resources"]:
+            problems.append(f"datasets.{name}.resources: {dataset['resources']!r} is not one of "
+                            f"{sorted(params['resources'])}")
+    for preset, stages in params["resources"].items():
+        for stage, job in stages.items():
+            if stage in CPU_STAGES and job["gpu"]:
+                problems.append(f"resources.{preset}.{stage}.gpu: {stage} runs no network; a GPU would idle (use 0)")
+            if job.get("gpu_model") and not job["gpu"]:
+                problems.append(f"resources.{preset}.{stage}.gpu_model: set, but gpu is 0")
     for name, exp in params["experiments"].items():
         dangling = [(field, table) for field, table in (("dataset", "datasets"), ("model", "models"),
-                                                        ("schedule", "schedules")) if exp[field] not in params[table]]
+                                                        ("schedule", "schedules"), ("resources", "resources"))
+                    if exp[field] not in params[table]]
         for field, table in dangling:
             problems.append(f"experiments.{name}.{field}: {exp[field]!r} is not one of {sorted(params[table])}")
         if dangling:
@@ -123,6 +141,19 @@ def resolve_experiment(params: dict, name: str) -> dict[str, Any]:
         "schedule_name": exp["schedule"],
         "schedule": params["schedules"][exp["schedule"]],
     }
+
+
+def stage_resources(params: dict, stage: str, *, experiment: str | None = None,
+                    dataset: str | None = None) -> dict[str, Any]:
+    """What the job of ``stage`` (a rule name) asks for, for an experiment or a dataset: the entry
+    ``resources.<preset>.<stage>`` of the preset it names, with ``gpu_model`` "" where unset."""
+    if (experiment is None) == (dataset is None):
+        raise ValueError("stage_resources: name an experiment or a dataset")
+    stages = EXPERIMENT_STAGES if experiment is not None else DATASET_STAGES
+    if stage not in stages:
+        raise ValueError(f"stage_resources: {stage!r} is not one of {list(stages)}")
+    owner = params["experiments"][experiment] if experiment is not None else params["datasets"][dataset]
+    return {"gpu_model": "", **params["resources"][owner["resources"]][stage]}
 
 
 def report_experiments(params: dict) -> dict[str, dict]:

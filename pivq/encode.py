@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pivq.data.prepared import ImageRows
 from pivq.io import atomic_path
 from pivq.model import PIVQ
 from pivq.model.pixels import to_float
@@ -20,20 +21,26 @@ def _batches(n: int, batch_size: int, desc: str, progress: bool):
 
 
 @torch.no_grad()
-def encode_images(model: PIVQ, images: np.ndarray, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Code sets (N, L) as sorted codebook indices, int32, for uint8 images (N, H, W, 3)."""
+def encode_images(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int = 256,
+                  progress: bool = True) -> np.ndarray:
+    """Code sets (N, L) as sorted codebook indices, int32, for uint8 images (N, H, W, 3) (a memmap or an
+    ImageRows view: read one batch at a time), on the model's device."""
     dev = next(model.parameters()).device
+    rows = images if isinstance(images, ImageRows) else ImageRows(images)  # RSS stays a batch's (read_rows)
     out = np.empty((len(images), model.cfg.codes), dtype=np.int32)
     for sl in _batches(len(images), batch_size, "encode", progress):
-        out[sl] = model.codes_of(to_float(images[sl], dev)).cpu().numpy()
+        out[sl] = model.codes_of(to_float(rows[sl], dev)).cpu().numpy()
     return out
 
 
 @torch.no_grad()
-def reconstruction_l1(model: PIVQ, images: np.ndarray, batch_size: int = 256) -> dict:
+def reconstruction_l1(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int = 256) -> dict:
     """Mean absolute error (pixels in [-1, 1]) of the quantized reconstructions of ``images``, beside a
-    constant-image baseline (the mean image of the same set: the best constant in L2, a fair floor in L1)."""
+    constant-image baseline (the mean image of the same set: the best constant in L2, a fair floor in L1).
+
+    ``images``: uint8 (N, H, W, 3), or an ImageRows view of a memmap, read one batch at a time."""
     dev = next(model.parameters()).device
+    images = images if isinstance(images, ImageRows) else ImageRows(images)
     total, n = 0.0, 0
     mean_image = torch.zeros(3, model.cfg.resolution, model.cfg.resolution, dtype=torch.float64)
     for sl in _batches(len(images), batch_size, "reconstruct", False):

@@ -8,7 +8,9 @@ One decoder pass per batch; no prior over codes is learned.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -156,6 +158,116 @@ def load_sample_images(paths: list[str | Path]) -> np.ndarray:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # BadZipFile: a failed CRC check
             raise ValueError(f"{p}: not a readable sample shard ({err}); delete it and rerun its job") from None
     return np.concatenate(parts)
+
+
+SHARD_IMAGES_MEMBER = "images.npy"  # the member np.savez writes for a shard's "images"
+# what zipfile and numpy raise on a damaged shard: BadZipFile on a failed CRC-32 check, EOFError on a short member
+_SHARD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _unreadable(path: Path, why: object) -> ValueError:
+    return ValueError(f"{path}: not a readable sample shard ({why}); delete it and rerun its job")
+
+
+def _open_shard_images(path: Path) -> tuple[zipfile.ZipFile, IO[bytes], tuple[int, ...]]:
+    """(the shard's zip, its images.npy member positioned at the first row, the array's shape); the header is
+    checked: uint8, 4-D (m, H, W, 3), C order. Raises what zipfile and numpy raise; the caller names the file."""
+    archive = zipfile.ZipFile(path)
+    try:
+        member = archive.open(SHARD_IMAGES_MEMBER)
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"{SHARD_IMAGES_MEMBER} is a .npy file of format version {version}, expected 1.0 or 2.0")
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3 or fortran_order:
+            order = "Fortran" if fortran_order else "C"
+            raise ValueError(f"{SHARD_IMAGES_MEMBER} is {dtype} {shape} in {order} order, expected uint8 "
+                             "(m, H, W, 3) in C order")
+    except BaseException:
+        archive.close()
+        raise
+    return archive, member, tuple(int(s) for s in shape)
+
+
+class ShardImages:
+    """The images of sample shards, in shard order, read a batch at a time: ``ShardImages(paths).batches(200)``.
+
+    :func:`load_sample_images` holds every image at once (50k samples at 256x256 are 9.8 GB); this reads each
+    shard's images.npy member in place through zipfile (np.savez stores it uncompressed), so what it holds is one
+    batch. The headers are read on construction: the count and the image shape are known, and a truncated or
+    foreign shard or one of another image shape is refused by name, before any image is read. Each member is read
+    to its end, so zipfile's CRC-32 check still refuses a flipped byte; it fires when that shard's last row is
+    read, after earlier batches were handed out: a caller writes nothing until its pass is complete.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("no sample shards given")
+        self.counts: list[int] = []
+        for path in self.paths:
+            try:
+                archive, member, shape = _open_shard_images(path)
+            except _SHARD_ERRORS as err:
+                raise _unreadable(path, err) from None
+            member.close()
+            archive.close()
+            if self.counts and shape[1:] != self.image_shape:
+                raise ValueError(f"{path}: sample images of shape {shape[1:]}, but {self.paths[0]} holds "
+                                 f"{self.image_shape}; all shards of a sample set have one image shape")
+            self.image_shape = shape[1:]
+            self.counts.append(shape[0])
+        self.shape = (sum(self.counts), *self.image_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Consecutive uint8 batches (b, H, W, 3), in order, each of ``batch_size`` rows but the last: a batch
+        spans shards, so the boundaries are those of the shards' concatenation (the features a network gives
+        can depend on them)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        row_bytes = int(np.prod(self.image_shape))
+        remaining, out, filled = len(self), None, 0
+        for path, count in zip(self.paths, self.counts):
+            try:
+                archive, member, shape = _open_shard_images(path)
+            except _SHARD_ERRORS as err:
+                raise _unreadable(path, err) from None
+            with archive, member:
+                if shape != (count, *self.image_shape):
+                    raise _unreadable(path, f"{SHARD_IMAGES_MEMBER} is now {shape}, it was {(count, *self.image_shape)}"
+                                            " when opened")
+                left = count
+                while left:
+                    if out is None:
+                        out, filled = np.empty((min(batch_size, remaining), *self.image_shape), np.uint8), 0
+                    take = min(left, len(out) - filled)
+                    want = take * row_bytes
+                    try:
+                        got = member.readinto(memoryview(out[filled : filled + take]).cast("B"))
+                    except _SHARD_ERRORS as err:
+                        raise _unreadable(path, err) from None
+                    if got != want:
+                        raise _unreadable(path, f"{SHARD_IMAGES_MEMBER} ends {want - got} bytes short of its "
+                                                f"{count} images")
+                    filled, left, remaining = filled + take, left - take, remaining - take
+                    if filled == len(out):
+                        yield out
+                        out = None
+                try:  # at the member's end: zipfile has checked its CRC-32 (this read checks an empty one)
+                    trailing = member.read(1)
+                except _SHARD_ERRORS as err:
+                    raise _unreadable(path, err) from None
+                if trailing:
+                    raise _unreadable(path, f"{SHARD_IMAGES_MEMBER} holds bytes after its {count} images")
 
 
 @torch.no_grad()

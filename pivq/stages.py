@@ -3,6 +3,11 @@
 Snakemake's scripts (workflow/scripts) and the ``pivq`` CLI both call these, so a stage runs the same way on
 a laptop, in a cluster job and by hand. Nothing passes between stages in memory. Heavy imports happen inside
 the functions: importing this module stays cheap.
+
+Every stage that runs a network takes a ``job`` (pivq.device.Job: the experiment, the stage, and the GPU and
+CPUs its job asked for) and calls ``job.start()`` before reading anything, so a GPU job without a GPU stops at
+once; models and batches go to the device it returns. Memory is set by batch sizes: images are read from the
+prepared memmap batch by batch, never all at once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pivq.device import Job
 from pivq.io import write_json
 
 log = logging.getLogger(__name__)
@@ -37,13 +43,14 @@ def prepare_dataset(name: str, dataset: dict, out_dir: str | Path, workers: int 
 
 
 def train_feature_extractor(dataset_dir: str | Path, extractor: dict, out_path: str | Path,
-                            summary_path: str | Path, threads: int = 1) -> dict:
+                            summary_path: str | Path, job: Job = Job()) -> dict:
     """The toyfaces feature extractor for FID/PRDC: a CNN trained on the train split's categorical attributes."""
     import pandas as pd
 
     from pivq.data import PreparedDataset
     from pivq.metrics import train_extractor
 
+    device = job.start()
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
     idx = data.indices("train")
     labels, class_names = {}, {}
@@ -54,74 +61,75 @@ def train_feature_extractor(dataset_dir: str | Path, extractor: dict, out_path: 
         class_names[column] = [str(c) for c in categories]
     summary = train_extractor(np.asarray(data.images[idx]), labels, out_path, steps=extractor["steps"],
                               batch_size=extractor["batch_size"], lr=extractor["lr"], seed=extractor["seed"],
-                              threads=threads, class_names=class_names)
+                              threads=job.cpus, class_names=class_names, device=device)
     write_json(summary_path, {"dataset": data.name, "extractor": extractor["name"], **summary})
     return summary
 
 
 def train_model(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, training_json: str | Path,
-                training_csv: str | Path, threads: int = 1) -> dict:
-    """Train (or resume) one experiment; record its reconstruction error on the test split."""
-    from pivq.data import PreparedDataset
+                training_csv: str | Path, job: Job = Job(), eval_batch_size: int = 256) -> dict:
+    """Train (or resume) one experiment; record its reconstruction error on the test split (in batches of
+    ``eval_batch_size``, the experiment's encode batch size)."""
+    from pivq.data import ImageRows, PreparedDataset
     from pivq.encode import reconstruction_l1
     from pivq.model.checkpoint import load_model
     from pivq.train import train, write_training_metrics
 
-    summary = train(experiment, dataset_dir, run_dir, threads=threads)
+    device = job.start()
+    summary = train(experiment, dataset_dir, run_dir, threads=job.cpus, device=device)
     data = PreparedDataset(dataset_dir)
-    model = load_model(Path(run_dir) / "model.pt")
-    evaluation = reconstruction_l1(model, data.images[data.indices("test")])
+    model = load_model(Path(run_dir) / "model.pt", device=device)
+    evaluation = reconstruction_l1(model, ImageRows(data.images, data.indices("test")), batch_size=eval_batch_size)
     log.info("test L1 %.4f (constant-image baseline %.4f)", evaluation["test_l1"], evaluation["constant_baseline_l1"])
     write_training_metrics(summary, {"experiment": experiment["name"], **evaluation}, Path(training_json),
                            Path(training_csv))
     return evaluation
 
 
-def encode_dataset(model_path: str | Path, dataset_dir: str | Path, codes_path: str | Path, threads: int = 1) -> None:
-    """Every image of the dataset -> its code set (codes.npz: codes (N, L), split (N,), K)."""
-    import torch
-
+def encode_dataset(model_path: str | Path, dataset_dir: str | Path, codes_path: str | Path, batch_size: int = 256,
+                   job: Job = Job()) -> None:
+    """Every image of the dataset -> its code set (codes.npz: codes (N, L), split (N,), K), ``batch_size``
+    images at a time."""
     from pivq.data import PreparedDataset
     from pivq.encode import encode_images, save_codes
     from pivq.model.checkpoint import load_model
 
-    torch.set_num_threads(threads)
-    model = load_model(model_path)
+    device = job.start()
+    model = load_model(model_path, device=device)
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
-    codes = encode_images(model, data.images)
+    codes = encode_images(model, data.images, batch_size=batch_size)
     save_codes(codes_path, codes, data.split, model.cfg.codebook_size)
 
 
 def sample_shard(model_path: str | Path, codes_path: str | Path, sample: dict, shard: int, out_path: str | Path,
-                 threads: int = 1) -> None:
+                 job: Job = Job()) -> None:
     """One shard of the interpolation samples (Algorithm 1) between pairs of training images."""
-    import torch
-
     from pivq.encode import load_codes
     from pivq.model.checkpoint import load_model
     from pivq.sample import generate_shard, save_shard
 
-    torch.set_num_threads(threads)
+    device = job.start()
     codes, split, _ = load_codes(codes_path)
-    model = load_model(model_path)
+    model = load_model(model_path, device=device)
     result = generate_shard(model, codes[split == "train"], n=sample["n"], shards=sample["shards"], shard=shard,
                             seed=sample["seed"], batch_size=sample["batch_size"])
     save_shard(out_path, result)
 
 
 def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path,
-                              figure1: dict, out_path: str | Path) -> None:
+                              figure1: dict, out_path: str | Path, job: Job = Job()) -> None:
     """Figure 1's smooth interpolation paths between test images, decoded (uint8 array in an npz)."""
-    from pivq.data import PreparedDataset
+    from pivq.data import ImageRows, PreparedDataset
     from pivq.encode import load_codes
     from pivq.io import atomic_path
     from pivq.model.checkpoint import load_model
     from pivq.sample import interpolation_paths
 
+    device = job.start()
     codes, split, _ = load_codes(codes_path)
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
     test = data.indices("test")
-    images = interpolation_paths(load_model(model_path), codes[test], np.asarray(data.images[test]),
+    images = interpolation_paths(load_model(model_path, device=device), codes[test], ImageRows(data.images, test),
                                  pairs=figure1["pairs"], paths=figure1["paths"], steps=figure1["steps"],
                                  seed=figure1["seed"])
     with atomic_path(out_path, suffix=".npz") as tmp:
@@ -130,18 +138,16 @@ def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, da
 
 
 def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path, probe_path: str | Path,
-               atlas: dict, out_path: str | Path, threads: int = 1) -> None:
+               atlas: dict, out_path: str | Path, job: Job = Job()) -> None:
     """The code atlas: test images decoded with the probe's top codes of the most predictable attributes swapped
     in (pivq.analysis.atlas has the rules), as uint8 images and the codes swapped, in an npz."""
-    import torch
-
     from pivq.analysis.atlas import decode_atlas, plan_atlas
     from pivq.data.prepared import TABLE_FILES, PreparedDataset
     from pivq.encode import load_codes
     from pivq.io import atomic_path, read_json
     from pivq.model.checkpoint import load_model
 
-    torch.set_num_threads(threads)
+    device = job.start()
     codes, split, K = load_codes(codes_path)
     data = PreparedDataset(dataset_dir)
     data.verify(TABLE_FILES)  # the atlas reads no pixels (it decodes codes)
@@ -150,7 +156,7 @@ def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str 
     plan = plan_atlas(codes, data.split, data.attributes, read_json(probe_path), K, n_attributes=atlas["attributes"],
                       n_images=atlas["images"], n_codes=atlas["codes"], seed=atlas["seed"])
     log.info("code atlas: %s", ", ".join(plan.attributes))
-    arrays = decode_atlas(load_model(model_path), plan)
+    arrays = decode_atlas(load_model(model_path, device=device), plan)
     with atomic_path(out_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -158,28 +164,29 @@ def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str 
 
 def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard_paths: list[str | Path],
              dataset_dir: str | Path, extractor_weights: str | Path | None, out_path: str | Path,
-             threads: int = 1, reference_cache: str | Path | None = None) -> dict:
+             job: Job = Job(), reference_cache: str | Path | None = None) -> dict:
     """FID, precision, recall, density, coverage of the samples against training images.
 
     ``reference_cache``: a folder of reference-set features keyed by content (the rules use
     data/<dataset>/reference_features/, shared by every experiment on that dataset); None extracts them anew.
+    Both image sets are read ``metrics.batch_size`` images at a time (the shards in place, the training images
+    from the memmap), so images take one batch of host memory whatever the sample count (the features and the
+    metrics' distance blocks still grow with it: pivq.metrics.fidelity says by how much).
     """
-    import torch
-
-    from pivq.data import PreparedDataset
+    from pivq.data import ImageRows, PreparedDataset
     from pivq.metrics import compute_fidelity
-    from pivq.sample import load_sample_images
+    from pivq.sample import ShardImages
 
-    torch.set_num_threads(threads)
-    fake = load_sample_images(shard_paths)
+    device = job.start()
+    fake = ShardImages(shard_paths)  # headers only: counts and shapes now, a truncated shard refused by name
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
     train = data.indices("train")
     rng = np.random.default_rng(metrics["seed"])
     real_idx = np.sort(rng.choice(train, size=min(metrics["n_real"], len(train)), replace=False))
-    result = compute_fidelity(np.asarray(data.images[real_idx]), fake, extractor=extractor["name"],
+    result = compute_fidelity(ImageRows(data.images, real_idx), fake, extractor=extractor["name"],
                               weights_path=extractor_weights, nearest_k=metrics["nearest_k"],
                               batch_size=metrics["batch_size"], seed=metrics["seed"],
-                              device="cuda" if torch.cuda.is_available() else "cpu",
+                              device=str(device),
                               reference_cache=reference_cache)
     result.pop("feature_extractor_weights_file", None)  # a local path, not a result (its sha256 stays)
     # a hit or a miss is how the run went, not a result: the log says it, the JSON stays the same either way
@@ -216,8 +223,9 @@ def rate(name: str, dataset_name: str, codes_path: str | Path, out_path: str | P
 
 
 def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, dataset_dir: str | Path,
-          out_path: str | Path) -> dict:
-    """Section 3.8: logistic regression from code presence to each binary attribute, k-fold CV."""
+          out_path: str | Path, cpus: int = 1) -> dict:
+    """Section 3.8: logistic regression from code presence to each binary attribute, k-fold CV (folds fit on
+    ``cpus`` processes; the result does not depend on it)."""
     from pivq.analysis.probe import probe_attributes
     from pivq.data.prepared import TABLE_FILES, PreparedDataset
     from pivq.encode import load_codes
@@ -226,7 +234,7 @@ def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, 
     data = PreparedDataset(dataset_dir)
     data.verify(TABLE_FILES)  # the probe reads no pixels: hashing images.npy would be wasted
     result = probe_attributes(codes, K, data.attributes, list(data.binary_attributes), folds=settings["folds"],
-                              seed=settings["seed"])
+                              seed=settings["seed"], n_jobs=cpus)
     result = {"experiment": name, "dataset": dataset_name, **result}
     write_json(out_path, result)
     return result

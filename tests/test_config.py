@@ -95,6 +95,14 @@ CASES = [
     ("heads do not divide width", ("models.toy32.heads", 5), ["models.toy32.heads"]),
     ("more shards than samples", ("experiments.toy_matching.sample.shards", 3000),
      ["experiments.toy_matching.sample.shards"]),
+    ("unknown resources preset", ("experiments.toy_matching.resources", "huge"),
+     ["experiments.toy_matching.resources", "huge"]),
+    ("unknown dataset resources preset", ("datasets.ffhq256.resources", "huge"), ["datasets.ffhq256.resources", "huge"]),
+    ("a GPU for a stage that runs no network", ("resources.celeba64.probe.gpu", 1), ["resources.celeba64.probe.gpu"]),
+    ("two GPUs for one stage", ("resources.ffhq256.train.gpu", 2), ["resources.ffhq256.train.gpu"]),
+    ("a GPU model without a GPU", ("resources.embedded.train.gpu_model", "h100"),
+     ["resources.embedded.train.gpu_model"]),
+    ("a stage missing from a preset", ("del", "resources.embedded.code_atlas"), ["resources.embedded", "code_atlas"]),
 ]
 
 
@@ -125,7 +133,7 @@ def _leaves(obj, prefix: tuple = ()):
 # The named maps (experiments, models, schedules, datasets) repeat one schema per entry: the default suite tries
 # one entry of each (both dataset kinds: toyfaces and the real ones differ), `-m slow` tries every key.
 REPRESENTATIVE = {"experiments": "toy_matching", "models": "toy32", "schedules": "toy",
-                  "datasets": ("toyfaces32", "celeba64")}
+                  "datasets": ("toyfaces32", "celeba64"), "resources": "embedded"}
 
 
 def _keys(params: dict, every: bool) -> list[tuple[tuple, object]]:
@@ -158,9 +166,27 @@ def test_every_key_with_a_wrong_type_or_out_of_range_is_named(params, every):
             assert dotted in _rejected(params, path, -1), dotted
 
 
+def test_stage_resources_are_the_named_presets_entries(params):
+    """What a job asks for comes from its experiment's (or dataset's) preset; gpu_model defaults to "" (no typed
+    request), and a stage of the other kind is refused."""
+    from pivq.config import stage_resources
+
+    train = stage_resources(params, "train", experiment="celebahq256")
+    assert train == {"gpu_model": "", **params["resources"]["celebahq256"]["train"]} and train["gpu"] == 1
+    assert stage_resources(params, "prepare_dataset", dataset="ffhq256")["cpus"] == \
+        params["resources"]["ffhq256"]["prepare_dataset"]["cpus"]
+    assert all(stage_resources(params, s, experiment="toy_matching")["gpu"] == 0
+               for s in ("train", "encode", "sample_shard", "interpolation_paths", "fidelity", "code_atlas"))
+    with pytest.raises(ValueError, match="prepare_dataset"):
+        stage_resources(params, "prepare_dataset", experiment="toy_matching")
+    with pytest.raises(ValueError, match="an experiment or a dataset"):
+        stage_resources(params, "train")
+
+
 @pytest.mark.parametrize("section", ["experiments.toy_matching", "models.toy32", "schedules.toy",
                                      "datasets.toyfaces32", "datasets.toyfaces32.feature_extractor",
-                                     "experiments.toy_matching.sample", "report.figures"])
+                                     "experiments.toy_matching.sample", "report.figures", "resources.embedded",
+                                     "resources.embedded.train"])
 def test_an_unknown_key_is_named_in_every_section(params, section):
     message = _rejected(params, (*section.split("."), "no_such_key"), 1)
     assert section in message and "no_such_key" in message, message

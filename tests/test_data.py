@@ -6,6 +6,8 @@ import itertools
 import json
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -299,3 +301,38 @@ def test_rules_markdown_lists_every_attribute():
 def test_readme_states_the_rules_the_code_applies():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert rules_markdown() in readme, "README's attribute-rule table is stale: paste pivq.data.rules_markdown()"
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split()[0] and len(line.split()) >= 5:  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux's /proc/self/smaps")
+def test_read_rows_keeps_a_memmaps_pages_out_of_the_resident_set(tmp_path):
+    """Reading a whole prepared images.npy batch by batch (encode, fidelity's reference set, training's random
+    batches) through read_rows leaves at most a batch's pages mapped; plain memmap slicing keeps every page read
+    resident, so RSS, which some clusters count against a job's memory, grows to the dataset's size."""
+    from pivq.data import ImageRows
+    from pivq.data.prepared import read_rows
+
+    images = np.random.default_rng(0).integers(0, 256, size=(2000, 64, 64, 3), dtype=np.uint8)  # 23.4 MiB
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    mm = np.load(path, mmap_mode="r")
+    for start in range(0, len(images), 100):
+        assert np.array_equal(read_rows(mm, slice(start, start + 100)), images[start:start + 100])
+    rows = np.sort(np.random.default_rng(1).choice(len(images), 700, replace=False))
+    view = ImageRows(mm, rows)
+    assert np.array_equal(np.concatenate(list(view.batches(64))), images[rows])
+    assert np.array_equal(view[5], images[rows[5]]) and np.array_equal(read_rows(mm, 7), images[7])
+    assert _mapped_kib(path) < 2048, _mapped_kib(path)  # of 23.4 MiB read
+    for start in range(0, len(images), 100):  # the same reads without dropping the pages: the whole file stays
+        np.array(mm[start:start + 100])
+    assert _mapped_kib(path) > 20 * 1024

@@ -275,7 +275,7 @@ def test_matching_images_solved_on_threads(monkeypatch):
     assert not any(name.startswith("pivq-matching") for name in threads), threads
     # the default (WORKERS None): one thread for small images (64 x 512 <= SMALL_PROBLEM), else the pool
     monkeypatch.setattr(MATCHING, "WORKERS", None)
-    monkeypatch.setattr(MATCHING, "_auto_workers", lambda device: 3)
+    monkeypatch.setattr(MATCHING, "_auto_workers", lambda: 3)
     for small_problem, pooled in ((MATCHING.SMALL_PROBLEM, False), (0, True)):
         monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", small_problem)
         threads.clear()

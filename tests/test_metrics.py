@@ -315,3 +315,260 @@ def test_reference_cache_truncated_file_is_recomputed(trained, real_images, fake
         third = _fidelity_with_cache(real_images, fake_images, path, tmp_path)
     assert third["reference_features_cache"] == "miss" and third["fid"] == first["fid"]
     assert str(npy) in caplog.text
+
+
+# --- image sources read batch by batch (host memory set by the batch size) ----------------------------------
+
+
+class RecordingSource:
+    """Wraps an image source; records each batches() call and the largest batch it handed out. It has no
+    __getitem__ and no __array__: whatever reads the images must go through batches()."""
+
+    def __init__(self, source):
+        self.source, self.shape, self.dtype = source, source.shape, source.dtype
+        self.calls, self.largest, self.rows = [], 0, 0
+
+    def __len__(self):
+        return len(self.source)
+
+    def batches(self, batch_size):
+        self.calls.append(batch_size)
+        for batch in self.source.batches(batch_size):
+            self.largest, self.rows = max(self.largest, len(batch)), self.rows + len(batch)
+            yield batch
+
+
+def _sources(real_images, fake_images, tmp_path):
+    """(ImageRows of the real images inside a larger memmap, ShardImages of the fakes in shards of 50, 33, 37)."""
+    from pivq.data import ImageRows
+    from pivq.sample import ShardImages, save_shard
+
+    rows = np.arange(1, 2 * len(real_images), 2)  # every other row of a memmap twice the size
+    mm = np.lib.format.open_memmap(tmp_path / "images.npy", mode="w+", dtype=np.uint8,
+                                   shape=(2 * len(real_images), *real_images.shape[1:]))
+    mm[rows] = real_images
+    mm.flush()
+    paths, start = [], 0
+    for k, m in enumerate((50, 33, 37)):
+        paths.append(tmp_path / f"shard-{k}.npz")
+        save_shard(paths[-1], {"images": fake_images[start : start + m], "sample_index": np.arange(start, start + m)})
+        start += m
+    assert start == len(fake_images)
+    return ImageRows(np.load(tmp_path / "images.npy", mmap_mode="r"), rows), ShardImages(paths)
+
+
+def test_compute_fidelity_on_batch_sources_equals_arrays(trained, real_images, fake_images, tmp_path):
+    """ImageRows and ShardImages give the arrays' result dict, every number equal, the reference key too; batch
+    size 64 cuts both sets and the shards (50, 33, 37) elsewhere than shard boundaries."""
+    from pivq.data import ImageRows
+    from pivq.sample import ShardImages, save_shard
+
+    path, _ = trained
+    real, fake = _sources(real_images, fake_images, tmp_path)
+    for cache in (None, tmp_path / "ref-arrays"):
+        arrays = compute_fidelity(real_images, fake_images, TOYFACES_CNN, path, batch_size=64, reference_cache=cache)
+        streamed = compute_fidelity(real, fake, TOYFACES_CNN, path, batch_size=64,
+                                    reference_cache=None if cache is None else tmp_path / "ref-sources")
+        assert streamed == arrays
+    # a source's declared dtype and count are checked before any image is read
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        compute_fidelity(ImageRows(real_images.astype(np.float32)), fake, TOYFACES_CNN, path)
+    save_shard(tmp_path / "few.npz", {"images": fake_images[:5]})
+    few = RecordingSource(ShardImages([tmp_path / "few.npz"]))
+    with pytest.raises(ValueError, match="need more than 5 fake images"):
+        compute_fidelity(real, few, TOYFACES_CNN, path)
+    assert few.calls == []
+
+
+def test_images_sha256_of_sources_equals_the_array(real_images, fake_images, tmp_path):
+    from pivq.data import ImageRows
+    from pivq.metrics.reference_cache import images_sha256
+
+    real, fake = _sources(real_images, fake_images, tmp_path)
+    row = RES * RES * 3
+    for chunk_bytes in (row, 7 * row, 64 * row, 1 << 26):  # chunks of 1, 7, 64 rows and the default
+        assert images_sha256(real, chunk_bytes) == images_sha256(real_images)
+        assert images_sha256(fake, chunk_bytes) == images_sha256(fake_images)
+        assert images_sha256(ImageRows(real_images), chunk_bytes) == images_sha256(real_images)
+    recorded = RecordingSource(real)
+    images_sha256(recorded, chunk_bytes=7 * row)
+    assert recorded.calls == [7] and recorded.largest == 7 and recorded.rows == len(real_images)
+
+
+def test_compute_fidelity_reads_one_batch_of_images_at_a_time(trained, real_images, fake_images, tmp_path):
+    """Every image reaches compute_fidelity through batches() of batch_size rows (the reference key reads chunks
+    of at most HASH_CHUNK_BYTES): never the whole set, whichever way (cache off, miss, hit)."""
+    from pivq.metrics.reference_cache import HASH_CHUNK_BYTES
+
+    path, _ = trained
+    real, fake = _sources(real_images, fake_images, tmp_path)
+    hash_rows = HASH_CHUNK_BYTES // (RES * RES * 3)
+    for cache, status in ((None, "off"), (tmp_path / "ref", "miss"), (tmp_path / "ref", "hit")):
+        r, f = RecordingSource(real), RecordingSource(fake)
+        out = compute_fidelity(r, f, TOYFACES_CNN, path, batch_size=16, reference_cache=cache)
+        assert out["reference_features_cache"] == status
+        assert f.calls == [16] and f.largest == 16 and f.rows == len(fake_images)
+        assert r.calls == {"off": [16], "miss": [hash_rows, 16], "hit": [hash_rows]}[status]
+        assert r.largest == min(len(real_images), hash_rows if status != "off" else 16)
+
+
+def test_fidelity_stage_never_holds_a_whole_image_set(trained, tmp_path):
+    """The stage's numpy allocations (tracemalloc traces them: images read from the memmap or the shards, their
+    copies) peak far below one image set: 400 real and 400 fake 80x80 images are 7.7 MB each, a batch of 25 is
+    0.5 MB (the rest of the peak is the tables and the extractor's checkpoint). A full load (load_sample_images,
+    np.asarray(data.images[idx])) would trace at least 7.7 MB. The result equals compute_fidelity on the arrays."""
+    import tracemalloc
+
+    from pivq import stages
+    from pivq.data import PreparedDataset, prepare_toyfaces
+    from pivq.sample import load_sample_images, save_shard
+
+    path, _ = trained
+    prepare_toyfaces(tmp_path / "data", resolution=80, n_train=400, n_test=400, seed=0)
+    data = PreparedDataset(tmp_path / "data")
+    test = data.indices("test")
+    shards = [tmp_path / f"shard-{k}.npz" for k in range(3)]
+    for shard, rows in zip(shards, np.array_split(test, 3)):
+        save_shard(shard, {"images": np.asarray(data.images[rows]), "sample_index": rows})
+    set_bytes = 400 * 80 * 80 * 3
+    metrics = {"n_real": 400, "nearest_k": 5, "batch_size": 25, "seed": 0}
+    kwargs = dict(name="toy", dataset_name="toyfaces80", metrics=metrics, extractor={"name": TOYFACES_CNN},
+                  shard_paths=shards, dataset_dir=tmp_path / "data", extractor_weights=path)
+    tracemalloc.start()
+    try:
+        result = stages.fidelity(out_path=tmp_path / "fidelity.json", **kwargs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < set_bytes / 2, f"traced peak {peak / 1e6:.2f} MB, one image set is {set_bytes / 1e6:.2f} MB"
+    whole = compute_fidelity(np.asarray(data.images[data.indices("train")]), load_sample_images(shards),
+                             TOYFACES_CNN, path, nearest_k=5, batch_size=25)
+    for key in METRIC_KEYS:
+        assert result[key] == whole[key], key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compute_fidelity_on_cuda_agrees_with_the_cpu(trained, real_images, fake_images, tmp_path):
+    """On a GPU the features, precision/recall's and prdc's distance tiles run there; the numbers agree with the
+    CPU's up to float rounding (a k-NN ball may flip for a sample or two), from arrays and from sources alike."""
+    path, _ = trained
+    cpu = compute_fidelity(real_images, fake_images, TOYFACES_CNN, path, batch_size=64)
+    real, fake = _sources(real_images, fake_images, tmp_path)
+    for gpu in (compute_fidelity(real_images, fake_images, TOYFACES_CNN, path, batch_size=64, device="cuda"),
+                compute_fidelity(real, fake, TOYFACES_CNN, path, batch_size=64, device="cuda")):
+        assert gpu["fid"] == pytest.approx(cpu["fid"], rel=1e-3, abs=1e-3)
+        for key in ("precision", "recall", "density", "coverage", "precision_prdc", "recall_prdc"):
+            assert gpu[key] == pytest.approx(cpu[key], abs=0.03), key
+
+
+# --- torch-fidelity's precision/recall in batch_size x batch_size memory (prc_chunked) -----------------------
+
+
+def _torch_fidelity_prc(fake, real, neighborhood, batch_size):
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    out = prc_features_to_metric(fake, real, prc_neighborhood=neighborhood, prc_batch_size=batch_size,
+                                 save_cpu_ram=True, verbose=False)
+    return out["precision"], out["recall"]
+
+
+def _feature_sets():
+    """(name, fake, real) float32 feature sets: continuous, integer-valued with duplicated points (ties at the k-th
+    distance and at the ball's edge), shifted, with N below, above and not a multiple of the batch sizes used."""
+    g = torch.Generator().manual_seed(0)
+    yield "gaussian", torch.randn(301, 16, generator=g), torch.randn(257, 16, generator=g) * 1.2 + 0.1
+    yield "small", torch.randn(9, 4, generator=g), torch.randn(13, 4, generator=g)
+    grid = torch.randint(0, 3, (150, 3), generator=g).float()  # 27 distinct points: many exact duplicates
+    yield "duplicates", torch.cat([grid, grid[:40]]), torch.randint(0, 3, (170, 3), generator=g).float()
+    base = torch.randn(60, 8, generator=g)
+    yield "repeated rows", base.repeat(4, 1), base[:50].repeat(3, 1) + 0.5
+    yield "shifted", torch.randn(200, 32, generator=g) + 1.0, torch.randn(330, 32, generator=g)
+
+
+@pytest.mark.parametrize("batch_size", [7, 64, 10_000])
+@pytest.mark.parametrize("neighborhood", [1, 3, 5])
+def test_prc_chunked_equals_torch_fidelity(batch_size, neighborhood):
+    """Bit-identical (==) to prc_features_to_metric(save_cpu_ram=True) at the same prc_batch_size."""
+    from pivq.metrics.prc_chunked import precision_recall
+
+    for name, fake, real in _feature_sets():
+        expected = _torch_fidelity_prc(fake, real, neighborhood, batch_size)
+        assert precision_recall(fake, real, neighborhood, batch_size) == expected, name
+
+
+def test_prc_chunked_radii_and_flags_equal_torch_fidelity_per_point():
+    """Stronger than the means: every radius (kthvalue over the whole row) and every in-some-ball flag is
+    torch-fidelity's, with batch sizes that cut the sets into blocks of uneven sizes."""
+    from torch_fidelity.metric_prc import calc_cdist_part
+
+    from pivq.metrics.prc_chunked import _kth_smallest, _within_some_ball
+
+    for name, fake, real in _feature_sets():
+        for batch_size in (7, 64):
+            radii = torch.cat([calc_cdist_part(b, real, batch_size).kthvalue(4).values
+                               for b in real.split(batch_size)])
+            ours = _kth_smallest(real, real, 4, batch_size)
+            assert torch.equal(ours, radii), (name, batch_size)
+            flags = torch.cat([(calc_cdist_part(b, real, batch_size) <= radii).any(dim=1)
+                               for b in fake.split(batch_size)])
+            assert torch.equal(_within_some_ball(fake, real, ours, batch_size), flags), (name, batch_size)
+
+
+def test_prc_chunked_rejects_bad_inputs():
+    from pivq.metrics.prc_chunked import precision_recall
+
+    x = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="at least 4 points"):
+        precision_recall(x, x[:3])
+    with pytest.raises(ValueError, match="dimensions differ"):
+        precision_recall(x, torch.randn(10, 5))
+    with pytest.raises(ValueError, match="2-D"):
+        precision_recall(x.numpy(), x)
+
+
+class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the element count of the largest tensor any aten op returns (cdist's tiles and temporaries,
+    cat, kthvalue, comparisons): a stand-in for peak memory that sees every allocation's size."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_prc_chunked_holds_one_tile_of_distances():
+    """No tensor larger than batch_size x batch_size (or the N-long per-row state) is ever created, whereas
+    torch-fidelity's row-wide concatenation makes batch_size x N ones: the test fails if that comes back."""
+    from pivq.metrics.prc_chunked import precision_recall
+
+    g = torch.Generator().manual_seed(1)
+    fake, real, batch_size, k = torch.randn(700, 8, generator=g), torch.randn(600, 8, generator=g), 64, 3
+    bound = max(batch_size * batch_size, len(fake), len(real))  # 4,096 elements; a row-wide block is 44,800
+    ours, theirs = _LargestTensor(), _LargestTensor()
+    with ours:
+        result = precision_recall(fake, real, k, batch_size)
+    with theirs:
+        expected = _torch_fidelity_prc(fake, real, k, batch_size)
+    assert result == expected
+    assert ours.largest <= bound, f"largest tensor {ours.largest} elements, bound {bound}"
+    assert theirs.largest >= batch_size * len(real) > bound  # the measure does see a row-wide block
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prc_chunked_on_cuda_equals_torch_fidelity_there():
+    """On CUDA tensors the tiles are the same cdist calls on the GPU as torch-fidelity's (which then copies them to
+    the host), so the results are equal there too; and close to the CPU's."""
+    from pivq.metrics.prc_chunked import precision_recall
+
+    for name, fake, real in _feature_sets():
+        fake_gpu, real_gpu = fake.cuda(), real.cuda()
+        for batch_size in (64, 10_000):
+            ours = precision_recall(fake_gpu, real_gpu, 3, batch_size)
+            assert ours == _torch_fidelity_prc(fake_gpu, real_gpu, 3, batch_size), (name, batch_size)
+            assert ours == pytest.approx(precision_recall(fake, real, 3, batch_size), abs=0.05), (name, batch_size)

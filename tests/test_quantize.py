@@ -244,3 +244,23 @@ def test_kmeans_assignment_in_chunks_equals_the_full_distance_matrix():
     full = torch.cdist(x, centres).argmin(dim=1)
     for chunk in (50, 500, 1 << 26):  # one row at a time, several rows, everything at once
         assert torch.equal(nearest_centre(x, centres, chunk_elements=chunk), full)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (benchmarks/gpu_check.py reports the same)")
+def test_kmeans_on_the_gpu_agrees_with_the_cpu():
+    """The codebook initialisation runs where the window of encoder outputs lives: from the same centres, Lloyd on
+    the GPU lands where it does on the CPU (up to float rounding); seeded on the GPU's own generator, k-means++
+    reaches the same quality."""
+    from pivq.quantize.kmeans import lloyd, nearest_centre
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 32, generator=gen)
+    start = x[torch.randperm(len(x), generator=gen)[:256]]
+    assert torch.allclose(lloyd(x.cuda(), start.cuda(), 10).cpu(), lloyd(x, start, 10), atol=1e-3)
+
+    def inertia(c):
+        return float(((x - c[nearest_centre(x, c)]) ** 2).sum())
+
+    on_gpu = kmeans(x.cuda(), 256, 10, torch.Generator(device="cuda").manual_seed(1)).cpu()
+    on_cpu = kmeans(x, 256, 10, torch.Generator().manual_seed(1))
+    assert abs(inertia(on_gpu) / inertia(on_cpu) - 1) < 0.03

@@ -276,3 +276,82 @@ def test_batched_algorithm1_equals_the_per_sample_reference(length):
     for i in range(pairs):
         expected = interpolate(torch.from_numpy(a[i]), torch.from_numpy(b[i]), torch.Generator().manual_seed(i))
         assert batched[i].tolist() == expected.tolist(), i
+
+
+# --- streaming shard reader ---------------------------------------------------------------------------------
+
+
+def _shards(tmp_path, sizes, shape=(4, 6, 3), seed=0):
+    """Shards as sample_shard writes them (images, pairs, sample_index), of ``sizes`` images each."""
+    rng = np.random.default_rng(seed)
+    paths, start = [], 0
+    for k, m in enumerate(sizes):
+        path = tmp_path / f"shard-{k}.npz"
+        save_shard(path, {"images": rng.integers(0, 256, (m, *shape), dtype=np.uint8),
+                          "pairs": rng.integers(0, 30, (m, 2)), "sample_index": np.arange(start, start + m)})
+        paths.append(path)
+        start += m
+    return paths
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5, 7, 8, 15, 16, 100])
+def test_shard_images_yield_load_sample_images_in_batches(batch_size, tmp_path):
+    """Batches of ShardImages concatenate to load_sample_images's array; each holds batch_size rows but the last,
+    across shard boundaries (sizes 5, 0, 7, 3: batch sizes that divide them and that do not)."""
+    from pivq.sample import ShardImages
+
+    paths = _shards(tmp_path, [5, 0, 7, 3])
+    source = ShardImages(paths)
+    assert len(source) == 15 and source.shape == (15, 4, 6, 3) and source.dtype == np.uint8 and source.ndim == 4
+    batches = list(source.batches(batch_size))
+    assert [len(b) for b in batches] == [min(batch_size, 15 - s) for s in range(0, 15, batch_size)]
+    assert all(b.dtype == np.uint8 and b.flags.c_contiguous and b.flags.writeable for b in batches)
+    assert np.array_equal(np.concatenate(batches), load_sample_images(paths))
+    assert np.array_equal(np.concatenate(list(source.batches(batch_size))), load_sample_images(paths))  # again
+    with pytest.raises(ValueError, match="batch_size"):
+        next(source.batches(0))
+
+
+def _flip(path, at=0.6):
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_shard_images_refuse_damaged_or_foreign_shards_by_name(tmp_path):
+    from pivq.sample import ShardImages
+
+    good, flipped, cut = _shards(tmp_path, [64, 64, 64], shape=(16, 16, 3))  # 48 KiB of images each
+    _flip(flipped)  # in its image data: found by zipfile's CRC-32 check as the member's last bytes are read
+    source = ShardImages([good, flipped])  # the headers are intact: the count is known without reading images
+    assert len(source) == 128
+    read = []
+    with pytest.raises(ValueError, match=rf"{flipped}: not a readable sample shard \(Bad CRC-32"):
+        for batch in source.batches(10):
+            read.append(len(batch))
+    assert sum(read) >= 64  # the good shard went through; the flipped one was refused before it was done
+    with pytest.raises(ValueError, match=str(flipped)):
+        load_sample_images([flipped])  # as the whole-array reader refuses it
+
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{cut}: not a readable sample shard .*delete it and rerun its job"):
+        ShardImages([good, cut])  # refused on construction, before any image is read
+
+    (tmp_path / "other").mkdir()
+    other = _shards(tmp_path / "other", [3], shape=(8, 8, 3))
+    with pytest.raises(ValueError, match=rf"{other[0]}: sample images of shape \(8, 8, 3\), but {good} holds"):
+        ShardImages([good, other[0]])
+    floats = tmp_path / "floats.npz"
+    save_shard(floats, {"images": np.zeros((3, 8, 8, 3), np.float32)})
+    with pytest.raises(ValueError, match=rf"{floats}: not a readable sample shard \(images.npy is float32"):
+        ShardImages([floats])
+    no_images = tmp_path / "no-images.npz"
+    save_shard(no_images, {"pairs": np.zeros((3, 2), np.int64)})
+    with pytest.raises(ValueError, match=rf"{no_images}: not a readable sample shard"):
+        ShardImages([no_images])
+    not_zip = tmp_path / "bad.npz"
+    not_zip.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=rf"{not_zip}: not a readable sample shard"):
+        ShardImages([good, not_zip])
+    with pytest.raises(ValueError, match="no sample shards"):
+        ShardImages([])

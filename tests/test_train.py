@@ -110,6 +110,39 @@ def test_codebook_initialised_at_tq_and_again_after_w(tiny_run, toyfaces16):
     assert torch.unique(codebook, dim=0).shape[0] == 32  # k-means++ gave K distinct entries
 
 
+def test_checkpoints_after_the_last_initialisation_hold_no_window(tiny_run):
+    """The k-means window (W x B x L x d floats: about 1 GB at the paper's settings) is dropped after the last
+    codebook initialisation (step 24 here): the checkpoints at 30, 45 and 60 hold only what resuming needs."""
+    _, run_a, _ = tiny_run
+    state = read_checkpoint(run_a / "checkpoints" / "latest.pt", expect=STATE_FORMAT)
+    assert state["step"] == 60 and state["history"] == []
+    assert state["kmeans_generator"] is None  # on the CPU, k-means++ draws from the batch generator itself
+
+
+def test_cpu_codebook_initialisation_is_the_previous_implementations(make_experiment, toyfaces16, tmp_path,
+                                                                     monkeypatch):
+    """On the CPU the window stays a CPU tensor and k-means++ draws from a CPU generator (the batch sampler's):
+    redoing each initialisation the previous way, on the window moved to the host with a CPU generator in the
+    same state, gives the same codebook bit for bit, so the embedded runs are unchanged."""
+    calls = []
+    original = loop.kmeans
+
+    def spy(x, k, iters, generator):
+        state = generator.get_state()
+        centres = original(x, k, iters, generator)
+        calls.append((x.clone(), k, iters, state, generator.device, centres))
+        return centres
+
+    monkeypatch.setattr(loop, "kmeans", spy)
+    _run(make_experiment(), toyfaces16, tmp_path)
+    assert [len(c[0]) for c in calls] == [4 * 8 * 8] * 2  # two initialisations over W x B x L vectors
+    for x, k, iters, state, device, centres in calls:
+        assert x.device.type == "cpu" and device.type == "cpu"
+        previous = torch.Generator()
+        previous.set_state(state)
+        assert torch.equal(original(x.cpu(), k, iters, previous), centres)
+
+
 @pytest.mark.slow
 def test_training_beats_the_constant_image_baseline(make_experiment, toyfaces16, toy_images, tmp_path):
     experiment = make_experiment(schedule={"steps": 150, "batch_size": 16, "quantize_start": 60,
@@ -134,6 +167,8 @@ def test_sigterm_checkpoints_then_resume_is_exact(tiny_run, make_experiment, toy
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
     state = read_checkpoint(tmp_path / "checkpoints" / "latest.pt", expect=STATE_FORMAT)
     assert state["step"] == 22 and [i["step"] for i in state["init_log"]] == [20]
+    # an initialisation is still to come (step 24): the window of the last W = 4 steps' outputs travels with it
+    assert [tuple(h.shape) for h in state["history"]] == [(8 * 8, experiment["model"]["width"])] * 4
     assert not (tmp_path / "model.pt").exists()
     monkeypatch.undo()
 

@@ -309,6 +309,40 @@ def test_dry_run_stops_on_a_missing_raw_download(workflow_copy):
     assert not (workflow_copy / "data").exists()
 
 
+def test_paper_dry_run_sizes_every_heavy_job_from_params(tmp_path):
+    """`snakemake -n --profile slurm all` on the paper set, its datasets stubbed as prepared: every heavy job is
+    listed with what params.yaml's resources preset asks for (GPU, CPUs, memory, time) and a benchmark file."""
+    need(SNAKEMAKE)
+    root = copy_workflow(tmp_path / "paper")
+    shutil.copytree(REPO / "slurm", root / "slurm")
+    params = load_params()
+    for name in ("celeba64", "celebahq256", "ffhq256"):  # prepared: no raw download is looked for
+        for file in ("images.npy", "attributes.csv", "split.csv", "manifest.json"):
+            (root / "data" / name).mkdir(parents=True, exist_ok=True)
+            (root / "data" / name / file).touch()
+    out = check(run([SNAKEMAKE, "-n", "--profile", "slurm", "all"], root), "snakemake -n --profile slurm all")
+    jobs = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", out, flags=re.MULTILINE | re.DOTALL)
+    heavy = {"train", "encode", "sample_shard", "interpolation_paths", "fidelity", "rate", "probe", "code_atlas"}
+    seen = set()
+    for rule, body in jobs:
+        if rule not in heavy:
+            continue
+        exp = re.search(r"wildcards: exp=(\w+)", body).group(1)
+        want = params["resources"][params["experiments"][exp]["resources"]][rule]
+        resources = dict(re.findall(r"(\w+)=([^,\s]*)", re.search(r"resources: (.*)", body).group(1)))
+        got = {k: resources.get(k) for k in ("gpu", "cpus_per_task", "mem_mb", "runtime")}
+        assert got == {"gpu": str(want["gpu"]), "cpus_per_task": str(want["cpus"]), "mem_mb": str(want["mem_mb"]),
+                       "runtime": str(want["runtime_min"])}, (rule, exp, got)
+        assert re.search(rf"benchmark: logs/benchmarks/{rule}_{exp}", body), (rule, body)
+        seen.add((rule, exp))
+    paper = params["experiment_sets"]["paper"]
+    sampled = [e for e in paper if params["experiments"][e]["quantizer"] == "matching"]
+    expected = ({(r, e) for r in ("train", "encode", "probe", "code_atlas") for e in paper}
+                | {(r, e) for r in ("sample_shard", "interpolation_paths", "fidelity", "rate") for e in sampled})
+    assert seen == expected
+    assert any(rule == "train" and "gpu=1" in body for rule, body in jobs)
+
+
 def test_slurm_profile_parses():
     """`snakemake --profile slurm` needs a Slurm; check what the profile sets instead."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
@@ -379,7 +413,6 @@ def _results(root: Path) -> dict[str, object]:
 @pytest.mark.slurm
 def test_embedded_pipeline_through_slurm_matches_a_local_run(tiny_run, local_slurm, tmp_path):
     params = copy.deepcopy(tiny_run["params"])
-    params["experiments"]["toy_matching"]["resources"]["gpu"] = 1  # a fake GPU (GRES): exercises --gpus
     root = _slurm_project(tmp_path / "cluster_project", params)
 
     start = time.monotonic()
@@ -393,8 +426,30 @@ def test_embedded_pipeline_through_slurm_matches_a_local_run(tiny_run, local_slu
                   for p in (root / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert slurm_logs == set(STAGE_RULES) - LOCAL_RULES
     train_log = (root / "logs" / "train_toy_matching.log").read_text()
-    assert "SLURM_JOB_ID=" in train_log and "CUDA_VISIBLE_DEVICES=0" in train_log  # the fake GPU was granted
+    assert "SLURM_JOB_ID=" in train_log and "stage train: running on cpu, 1 CPU thread(s)" in train_log
     assert "SLURM_JOB_ID=" not in (root / "logs" / "tables.log").read_text()  # a local rule
+    benchmarks = {p.name for p in (root / "logs" / "benchmarks").iterdir()}
+    assert {"train_toy_matching.tsv", "fidelity_toy_matching.tsv", "prepare_dataset_toyfaces32.tsv"} <= benchmarks
+
+
+@pytest.mark.slurm
+def test_a_gpu_job_on_a_node_whose_gpu_torch_cannot_use_stops_at_once(local_slurm, tmp_path):
+    """The local node's GPU is fake (GRES on /dev/null): Slurm grants it (--gpus=1, CUDA_VISIBLE_DEVICES=0) but
+    torch sees none. A training job configured for a GPU stops before reading its data, naming the experiment,
+    the stage and CUDA_VISIBLE_DEVICES, instead of training for hours on the CPU."""
+    params = tiny_params()
+    params["resources"]["fakegpu"] = copy.deepcopy(params["resources"]["embedded"])
+    params["resources"]["fakegpu"]["train"]["gpu"] = 1
+    params["experiments"]["toy_matching"]["resources"] = "fakegpu"
+    root = _slurm_project(tmp_path / "gpu_project", params)
+    proc = run(["timeout", "-s", "INT", "-k", "30", str(SLURM_TIMEOUT), SNAKEMAKE, *SLURM_PROFILE, "--retries", "0",
+                "runs/toy_matching/model.pt"], root, timeout=SLURM_TIMEOUT + 60)
+    assert proc.returncode != 0, proc.out[-3000:]
+    log = (root / "logs" / "train_toy_matching.log").read_text()
+    assert "SLURM_JOB_ID=" in log and "CUDA_VISIBLE_DEVICES=0" in log, log[-3000:]  # the fake GPU was granted
+    assert "NoGPUError: experiment toy_matching, stage train: configured for a GPU" in log, log[-3000:]
+    assert "CUDA_VISIBLE_DEVICES='0'" in log
+    assert not (root / "runs" / "toy_matching" / "options.json").exists()  # stopped before any training work
 
     cluster, local = _results(root), _results(tiny_run["root"])
     assert sorted(cluster) == sorted(local)

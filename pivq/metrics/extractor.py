@@ -109,11 +109,12 @@ def _accuracy(
     model: AttributeCNN, x: torch.Tensor, y: dict[str, torch.Tensor], batch_size: int
 ) -> dict[str, float]:
     model.eval()
+    dev = next(model.parameters()).device
     correct = {name: 0 for name in y}
     for start in range(0, len(x), batch_size):
-        _, logits = model(x[start : start + batch_size])
+        _, logits = model(x[start : start + batch_size].to(dev))
         for name, lg in logits.items():
-            correct[name] += int((lg.argmax(1) == y[name][start : start + batch_size]).sum())
+            correct[name] += int((lg.argmax(1).cpu() == y[name][start : start + batch_size]).sum())
     counts = {name: int((t != IGNORE_LABEL).sum()) for name, t in y.items()}
     return {name: correct[name] / max(counts[name], 1) for name in y}
 
@@ -165,7 +166,9 @@ def _fit(
     model: AttributeCNN, x: torch.Tensor, y: dict[str, torch.Tensor], train: torch.Tensor,
     steps: int, batch_size: int, lr: float, seed: int,
 ) -> float:
-    """Adam on cross-entropy summed over heads; returns the last minibatch loss."""
+    """Adam on cross-entropy summed over heads, batches moved to the model's device; returns the last
+    minibatch loss."""
+    dev = next(model.parameters()).device
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     # Cosine decay to zero: the weights settle by the last step instead of stopping mid-stride.
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1))
@@ -174,8 +177,8 @@ def _fit(
     model.train()
     for _ in tqdm(range(steps), desc="train extractor", unit="step", leave=False):
         idx = next(batches)
-        _, logits = model(x[idx])
-        loss = sum(F.cross_entropy(logits[a], y[a][idx], ignore_index=IGNORE_LABEL) for a in logits)
+        _, logits = model(x[idx].to(dev))
+        loss = sum(F.cross_entropy(logits[a], y[a][idx].to(dev), ignore_index=IGNORE_LABEL) for a in logits)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -197,6 +200,7 @@ def train_extractor(
     width: int = 32,
     feature_dim: int = 128,
     class_names: dict[str, list[str]] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train an :class:`AttributeCNN` on uint8 ``images`` (N, H, W, 3) and save it to ``out_path``.
 
@@ -205,6 +209,7 @@ def train_extractor(
     summed over heads (Adam, cosine learning-rate decay). 10% of the images are held out; their
     per-attribute accuracy, next to the majority-class baseline, is returned so the caller can
     record that the extractor is meaningful. Deterministic on CPU for a given seed and thread count.
+    ``device``: where the network and its batches go (the images stay on the host as uint8).
     The checkpoint loads with ``torch.load(weights_only=True)``.
     """
     x = images_to_tensor(images)
@@ -223,7 +228,7 @@ def train_extractor(
     torch.set_num_threads(threads)  # restored below: callers share the process
     try:
         torch.manual_seed(seed)
-        model = AttributeCNN(heads, resolution=height, width=width, feature_dim=feature_dim)
+        model = AttributeCNN(heads, resolution=height, width=width, feature_dim=feature_dim).to(device)
         start = time.perf_counter()
         final_loss = _fit(model, x, y, train, steps, batch_size, lr, seed)
         seconds = time.perf_counter() - start
@@ -234,7 +239,7 @@ def train_extractor(
 
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
-        "state_dict": model.state_dict(),
+        "state_dict": model.cpu().state_dict(),  # saved from the host, wherever it trained
         "config": model.config,
         "class_names": names,
         "train_accuracy": train_acc,
@@ -244,7 +249,7 @@ def train_extractor(
     }
     save_atomic(checkpoint, out_path)
     # wall-clock time goes to the log, not the summary: equal inputs must give byte-identical metrics files
-    log.info("feature extractor trained in %.1f s (%d steps, %d threads)", seconds, steps, threads)
+    log.info("feature extractor trained in %.1f s (%d steps, %d threads, on %s)", seconds, steps, threads, device)
 
     return {
         "path": str(out_path),

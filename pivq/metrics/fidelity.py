@@ -2,18 +2,30 @@
 
 Features are extracted once per image set with the torch-fidelity extractor class that
 ``torch_fidelity.calculate_metrics`` would instantiate (same weights, same layer), and all metrics
-are computed on those features: FID and precision/recall by torch-fidelity's own functions (a test
-checks they equal ``calculate_metrics``), density/coverage as prdc defines them (Naeem et al. 2020), by an
-exact chunked implementation with memory linear in N (``prdc_chunked``; tests compare it with prdc). Extracting
-once instead of letting ``calculate_metrics`` and prdc each extract halves the Inception work on
-50k images.
+are computed on those features: FID by torch-fidelity's own functions, precision/recall by ``prc_chunked``
+(torch-fidelity's numbers bit for bit; tests compare both with ``calculate_metrics``), density/coverage as prdc
+defines them (Naeem et al. 2020), by an exact chunked implementation with memory linear in N (``prdc_chunked``;
+tests compare it with prdc). Extracting once instead of letting ``calculate_metrics`` and prdc each extract halves
+the Inception work on 50k images.
+
+Memory: images come from batch sources (:class:`ImageSource`: the prepared memmap's rows, the sample shards, or
+an array) and only one batch of them is in memory at a time, so host memory does not grow with the number of
+images (50k fake + 50k real images at 256x256 would be 20 GB). What does grow with N is what the metrics need
+whole: the features, N x D float32 per set (8 KiB an image at Inception's D = 2048, against 192 KiB for a
+256x256 image). Precision/recall (``prc_chunked``) hold one min(N, ``PRC_BATCH_SIZE``)^2 tile of float32
+distances at a time, on the features' device: at most 381 MiB whatever N, where torch-fidelity's
+``prc_features_to_metric`` held a min(N, 10,000) x N block on the host, with its parts and kthvalue's copy (about
+19 bytes x min(N, 10,000) x N: some 9.5 GB at N = 50,000, by that arithmetic). In the stage at 8,000 + 8,000
+images the step added 244 MiB of anonymous memory against torch-fidelity's 1,221 MiB, with the same numbers
+(``benchmarks/bench_fidelity_memory.py --counts 1000 4000 8000`` and ``--prc torch-fidelity``; README).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,17 +36,45 @@ from torch_fidelity.metric_fid import (
     fid_features_to_statistics,
     fid_statistics_to_metric,
 )
-from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 import pivq
+from pivq.data.prepared import ImageRows
 from pivq.io import sha256_file
 from pivq.metrics.extractor import images_to_tensor
+from pivq.metrics.prc_chunked import precision_recall
 from pivq.metrics.prdc_chunked import compute_prdc as compute_prdc_chunked
 from pivq.metrics.reference_cache import cached_reference_features
 from pivq.metrics.registry import create_feature_extractor, default_layer, resolve_extractor_weights
 
 PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k, as in Kynkaenniemi et al. 2019
-PRC_BATCH_SIZE = 10_000  # rows of the distance matrix held at once by torch-fidelity's chunked P/R
+PRC_BATCH_SIZE = 10_000  # torch-fidelity's prc_batch_size: the side of the distance tiles (the same tiles, bit-exact)
+
+
+class ImageSource(Protocol):
+    """Images read a batch at a time, with their count, shape and dtype known before any is read (so sizes are
+    checked before heavy work): :class:`pivq.data.ImageRows` (rows of an array or of the prepared memmap),
+    :class:`pivq.sample.ShardImages`."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Consecutive in-memory batches, in order, of ``batch_size`` rows but the last."""
+        ...
+
+
+def image_source(images: np.ndarray | ImageSource) -> ImageSource:
+    """``images`` itself if it reads in batches, else the array as an :class:`pivq.data.ImageRows` of all its rows."""
+    return images if hasattr(images, "batches") else ImageRows(np.asarray(images))
+
+
+def _check_images(images: ImageSource) -> None:
+    """images_to_tensor's check (uint8 (N, H, W, 3)) on a source's declared shape, before reading any image."""
+    shape = tuple(images.shape)
+    if len(shape) != 4 or shape[-1] != 3 or np.dtype(images.dtype) != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {shape}")
 
 
 class ImageArrayDataset(Dataset):
@@ -52,29 +92,45 @@ class ImageArrayDataset(Dataset):
 
 
 @torch.no_grad()
-def _extract(net: torch.nn.Module, images: np.ndarray, batch_size: int, device: str) -> torch.Tensor:
-    """Features of uint8 (N, H, W, 3) images as a float32 CPU tensor, in order."""
-    x = images_to_tensor(images)
-    out = [net(x[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out)
+def _extract(net: torch.nn.Module, images: np.ndarray | ImageSource, batch_size: int, device: str) -> torch.Tensor:
+    """Features of uint8 (N, H, W, 3) images as a float32 (N, D) CPU tensor, in order.
+
+    The source is read ``batch_size`` images at a time and each batch goes through the network alone, so one batch
+    of images (and its activations) is in memory, never the set; the features of all N are (N x D float32, written
+    into one preallocated tensor). The batches are the set's consecutive slices, the same network inputs as
+    slicing one array of all the images, so the features are bit for bit those of the whole-array extraction.
+    """
+    source = image_source(images)
+    out, filled = None, 0
+    for batch in source.batches(batch_size):
+        features = net(images_to_tensor(batch).to(device))[0].float().cpu()
+        if out is None:
+            out = torch.empty((len(source), *features.shape[1:]), dtype=features.dtype)
+        out[filled : filled + len(features)] = features
+        filled += len(features)
+    if out is None or filled != len(source):
+        raise ValueError(f"the image source of {len(source)} images yielded {filled}")
+    return out
 
 
 def compute_features(
-    images: np.ndarray,
+    images: np.ndarray | ImageSource,
     extractor: str,
     weights_path: str | os.PathLike | None,
     batch_size: int = 256,
     device: str = "cpu",
     layer: str | None = None,
 ) -> np.ndarray:
-    """Features (N, D) float32 of uint8 images (N, H, W, 3); ``layer`` defaults to the FID layer."""
+    """Features (N, D) float32 of uint8 images (N, H, W, 3), an array or a batch source read ``batch_size`` at a
+    time; ``layer`` defaults to the FID layer."""
     weights = resolve_extractor_weights(extractor, weights_path)
     layer = layer or default_layer(extractor, "fid")
     net = create_feature_extractor(extractor, weights, [layer]).to(device)
     return _extract(net, images, batch_size, device).numpy()
 
 
-def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = 5) -> dict[str, float]:
+def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = 5,
+         device: str | torch.device = "cpu") -> dict[str, float]:
     """Precision, recall, density and coverage of Naeem et al. (2020): ``prdc.compute_prdc``'s dict.
 
     The one entry point the pipeline uses: ``prdc_chunked.compute_prdc``, exact and linear in memory
@@ -85,14 +141,14 @@ def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = 
             raise ValueError(
                 f"{name} features must be (N, D) with N > nearest_k={nearest_k}, got {f.shape}"
             )
-    # exact chunked equivalent of prdc.compute_prdc, memory linear in N (cuda if available)
-    out = compute_prdc_chunked(real_features, fake_features, nearest_k=nearest_k)
+    # exact chunked equivalent of prdc.compute_prdc, memory linear in N, on the stage's device
+    out = compute_prdc_chunked(real_features, fake_features, nearest_k=nearest_k, device=device)
     return {key: float(value) for key, value in out.items()}
 
 
 def compute_fidelity(
-    real_images: np.ndarray,
-    fake_images: np.ndarray,
+    real_images: np.ndarray | ImageSource,
+    fake_images: np.ndarray | ImageSource,
     extractor: str,
     weights_path: str | os.PathLike | None,
     nearest_k: int = 5,
@@ -104,7 +160,10 @@ def compute_fidelity(
 ) -> dict[str, Any]:
     """FID, precision, recall, density and coverage of ``fake_images`` against ``real_images``.
 
-    Both are uint8 (N, H, W, 3). ``extractor`` is "inception-v3-compat" (weights from torch hub's
+    Both are uint8 (N, H, W, 3): arrays, or batch sources (:class:`ImageSource`: ``pivq.data.ImageRows`` of the
+    prepared memmap, ``pivq.sample.ShardImages`` of the sample shards) read ``batch_size`` images at a time, so
+    host memory holds one batch of images and the features (module docstring); their counts and shapes are
+    checked before any image is read. ``extractor`` is "inception-v3-compat" (weights from torch hub's
     cache or ``weights_path``; never downloaded) or "pivq-toyfaces-cnn" (``weights_path`` = the
     checkpoint of ``train_extractor``). All metrics use the extractor's FID layer.
 
@@ -112,7 +171,9 @@ def compute_fidelity(
     (Kynkaenniemi et al. 2019, k = ``prc_neighborhood``; the paper cites Sajjadi et al. 2018 and
     computes P/R with torch-fidelity), repeated as "precision_torch_fidelity"/"recall_torch_fidelity". Naeem et al.'s precision/recall, computed
     alongside density and coverage (k = ``nearest_k``), are kept as "precision_prdc"/"recall_prdc".
-    Nothing here is random; ``seed`` is recorded (and seeds torch) for provenance only.
+    Nothing here is random; ``seed`` is recorded (and seeds torch) for provenance only. Precision/recall run on
+    ``device`` (:mod:`pivq.metrics.prc_chunked`: torch-fidelity's numbers, bit for bit, in one tile of distances);
+    on the CPU every number is what it has always been.
 
     ``reference_cache``: a folder; the real images' features are read from it when an intact entry of the
     same content key exists, else extracted and stored there (:mod:`pivq.metrics.reference_cache`: the key
@@ -122,8 +183,9 @@ def compute_fidelity(
     """
     weights = resolve_extractor_weights(extractor, weights_path)  # fail before any heavy work
     k = max(nearest_k, prc_neighborhood)
+    real_images, fake_images = image_source(real_images), image_source(fake_images)
     for name, images in (("real", real_images), ("fake", fake_images)):
-        images_to_tensor(images[:1])  # validates dtype and shape
+        _check_images(images)  # declared dtype and shape: nothing is read yet
         if len(images) <= k:
             raise ValueError(f"need more than {k} {name} images (k neighbours), got {len(images)}")
 
@@ -149,11 +211,11 @@ def compute_fidelity(
     fid = fid_statistics_to_metric(
         fid_features_to_statistics(fake), fid_features_to_statistics(real), verbose=False
     )[KEY_METRIC_FID]
-    prc = prc_features_to_metric(
-        fake, real, prc_neighborhood=prc_neighborhood, prc_batch_size=PRC_BATCH_SIZE,
-        save_cpu_ram=True, verbose=False,  # save_cpu_ram: chunked distances, never N x N at once
-    )
-    naeem = prdc(real.numpy(), fake.numpy(), nearest_k=nearest_k)
+    # torch-fidelity's prc_features_to_metric(save_cpu_ram=True), bit for bit, one tile of distances at a time, on
+    # the stage's device (on the CPU, .to() returns the very tensors FID used)
+    precision, recall = precision_recall(fake.to(device), real.to(device), neighborhood=prc_neighborhood,
+                                         batch_size=PRC_BATCH_SIZE)
+    naeem = prdc(real.numpy(), fake.numpy(), nearest_k=nearest_k, device=device)
 
     return {
         "feature_extractor": extractor,
@@ -165,12 +227,12 @@ def compute_fidelity(
         "nearest_k": nearest_k,
         "prc_neighborhood": prc_neighborhood,
         "fid": float(fid),
-        "precision": prc[KEY_METRIC_PRECISION],
-        "recall": prc[KEY_METRIC_RECALL],
+        "precision": precision,
+        "recall": recall,
         "density": naeem["density"],
         "coverage": naeem["coverage"],
-        "precision_torch_fidelity": prc[KEY_METRIC_PRECISION],
-        "recall_torch_fidelity": prc[KEY_METRIC_RECALL],
+        "precision_torch_fidelity": precision,
+        "recall_torch_fidelity": recall,
         "precision_prdc": naeem["precision"],
         "recall_prdc": naeem["recall"],
         "seed": seed,

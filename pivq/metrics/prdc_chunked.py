@@ -99,14 +99,14 @@ def compute_prdc(
     """Precision, recall, density and coverage; equals ``prdc.compute_prdc`` (without its print).
 
     ``real_features`` (N_real, D) and ``fake_features`` (N_fake, D): numpy arrays or tensors.
-    ``device``: where to compute (default cuda if available, else cpu). ``chunk`` rows x
+    ``device``: where to compute (default: the CPU; the pipeline passes its stage's device). ``chunk`` rows x
     ``col_chunk`` columns of a distance matrix are held at a time. Returns python floats.
     """
     if nearest_k < 1:
         raise ValueError(f"nearest_k must be >= 1, got {nearest_k}")
     if chunk < 1 or col_chunk < 1:
         raise ValueError("chunk and col_chunk must be >= 1")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     real = _as_tensor(real_features, dev)
     fake = _as_tensor(fake_features, dev)
     if real.shape[1] != fake.shape[1]:

@@ -26,11 +26,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pivq.io import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    from pivq.metrics.fidelity import ImageSource
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,29 @@ SIDECAR_FORMAT = "pivq-reference-features-sidecar/1"
 HASH_CHUNK_BYTES = 64 << 20  # images hashed this many bytes at a time: a memmap is never read in whole
 
 
-def images_sha256(images: np.ndarray, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    """sha256 of uint8 images (N, H, W, 3): their shape, then their bytes in C order, read in chunks of rows."""
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
-    digest = hashlib.sha256(f"uint8{tuple(int(s) for s in images.shape)}".encode())
-    row_bytes = max(1, int(np.prod(images.shape[1:])))
+def images_sha256(images: np.ndarray | ImageSource, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
+    """sha256 of uint8 images (N, H, W, 3): their shape, then their bytes in C order, read in chunks of rows.
+
+    ``images``: an array (a memmap is sliced, never read in whole) or a batch source (``batches(n)``, ``shape``,
+    ``dtype``: pivq.data.ImageRows, pivq.sample.ShardImages), read ``chunk_bytes`` at a time. The digest depends
+    on the bytes only, not on the chunks, so it is the same for an array and any source of the same images.
+    """
+    shape, dtype = tuple(int(s) for s in images.shape), np.dtype(images.dtype)
+    if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {dtype} {shape}")
+    digest = hashlib.sha256(f"uint8{shape}".encode())
+    row_bytes = max(1, int(np.prod(shape[1:])))
     rows = max(1, chunk_bytes // row_bytes)
-    for start in range(0, len(images), rows):
-        digest.update(np.ascontiguousarray(images[start : start + rows]).reshape(-1))
+    if isinstance(images, np.ndarray):
+        chunks = (images[start : start + rows] for start in range(0, shape[0], rows))
+    else:
+        chunks = images.batches(rows)
+    hashed = 0
+    for chunk in chunks:
+        digest.update(np.ascontiguousarray(chunk, dtype=np.uint8).reshape(-1))
+        hashed += len(chunk)
+    if hashed != shape[0]:  # a source that yields other than it says would key other images
+        raise ValueError(f"images declare {shape[0]} rows but yielded {hashed}")
     return digest.hexdigest()
 
 
@@ -109,7 +126,7 @@ def _load(features_path: Path, sidecar_path: Path, key: str) -> np.ndarray | Non
 
 def cached_reference_features(
     cache_dir: str | os.PathLike,
-    images: np.ndarray,
+    images: np.ndarray | ImageSource,
     extractor: str,
     layer: str,
     weights_sha256: str,
@@ -118,6 +135,7 @@ def cached_reference_features(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Features of ``images`` from the cache, or ``compute()``-d and stored.
 
+    ``images``: an array or a batch source (as :func:`images_sha256` takes); it is read once here, for its key.
     Returns (float32 (N, D) features, {"status": "hit" | "miss", "key": 64 hex digits, "path": the .npy}).
     ``provenance`` (device, versions, ...) goes into the sidecar for the record; it is not part of the key.
     """

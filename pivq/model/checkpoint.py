@@ -71,10 +71,12 @@ def config_diff(found: dict, expected: dict) -> str:
     return "; ".join(f"{k} {found.get(k)!r} here, {expected[k]!r} expected" for k in keys)
 
 
-def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | None = None) -> PIVQ:
-    """The model saved at ``path`` in eval mode (EMA weights unless ``ema=False``).
+def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | None = None,
+               device: str | torch.device = "cpu") -> PIVQ:
+    """The model saved at ``path`` in eval mode on ``device`` (EMA weights unless ``ema=False``).
 
-    ``expect_config`` (a ModelConfig dict) rejects a checkpoint trained with another architecture.
+    ``expect_config`` (a ModelConfig dict) rejects a checkpoint trained with another architecture. ``device``
+    is the stage's (pivq.device.Job.start): nothing here picks one.
     """
     payload = read_checkpoint(path)
     if expect_config is not None and payload["config"] != expect_config:
@@ -82,4 +84,4 @@ def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | 
                          f"{config_diff(payload['config'], expect_config)})")
     model = PIVQ(ModelConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["ema_state_dict" if ema else "state_dict"])
-    return model.eval()
+    return model.to(device).eval()

@@ -6,7 +6,8 @@ is slow (0.1-5 s per 512 x 4096 image) because it works on every column. Steps 1
 whole batch at once, on the device of the distances. The images they leave are solved concurrently on up
 to WORKERS threads (the heavy calls, torch, numpy's selection and scipy's dense solver, release the GIL;
 scipy's sparse solver does not); by default one for small images (L K <= SMALL_PROBLEM: mostly interpreter
-work), else as many as torch's intra-op threads when the distances are on the CPU, every core otherwise.
+work), else torch's intra-op thread count, which every stage sets to the CPUs its job asked for
+(pivq.device.Job): never more threads than the job holds, wherever the distances are.
 Per image, the first rule that applies gives the answer:
 
 1. no repeated nearest code: the nearest-neighbour assignment is optimal (every row is at its minimum).
@@ -56,7 +57,6 @@ the multi-row components are checked.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -79,8 +79,7 @@ SQUARE_SLACK = 1.0  # dense problems with at most (1 + this) L columns are squar
 EXPOSURE_DEPTH = 2  # levels of exposed rows: rows whose nearest code an exposed row of the level above may take
 ARGMIN_PASSES = 8  # on the CPU, up to this many nearest columns are found by repeated argmin (see _smallest)
 # threads solving the images of a batch concurrently; None: 1 for small images (L K <= SMALL_PROBLEM), else
-# torch's intra-op thread count when the distances are on the CPU (the step's CPU budget), else every core
-# (they would idle while the device waits)
+# torch's intra-op thread count: the CPUs of the job (a GPU node has many more cores than the job holds)
 WORKERS: int | None = None
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (its thread count, the pool), made on first use
@@ -111,16 +110,16 @@ def optimal_matching(dist: torch.Tensor, nearest: torch.Tensor, z: torch.Tensor)
         todo &= ~applies
     todo = torch.nonzero(todo).flatten().tolist()
     # small images are mostly interpreter work, which holds the GIL: threads only add overhead there
-    workers = WORKERS or (1 if n_codes * codebook_size <= SMALL_PROBLEM else _auto_workers(dist.device))
+    workers = WORKERS or (1 if n_codes * codebook_size <= SMALL_PROBLEM else _auto_workers())
     solved = _map(lambda b: _solve_image(dist[b], nearest[b], counts[b]), todo, workers)
     for b, cols in zip(todo, solved):
         out[b] = torch.from_numpy(cols).to(out.device)
     return out
 
 
-def _auto_workers(device: torch.device) -> int:
-    """WORKERS' default: torch's intra-op thread count for CPU distances, every core otherwise."""
-    return torch.get_num_threads() if device.type == "cpu" else os.cpu_count() or 1
+def _auto_workers() -> int:
+    """WORKERS' default for large images: torch's intra-op thread count, i.e. the job's CPUs."""
+    return torch.get_num_threads()
 
 
 def _map(fn: Callable[[int], np.ndarray], items: list[int], workers: int) -> list[np.ndarray]:

@@ -13,7 +13,9 @@ The discriminator (seed + 1), the DiffAugment generator (seed + 2) and a random 
 seeded on their own and built only when their term is on: a run with perceptual_weight 0 and
 adversarial_start null consumes exactly the random numbers it did before they existed (bit-identical weights).
 Delayed codebook initialisation: before T_q the latents pass unquantized; at T_q, and again every W steps
-``init_repeats`` times in all, k-means++ over the encoder outputs of the last W steps sets the codebook.
+``init_repeats`` times in all, k-means++ over the encoder outputs of the last W steps sets the codebook. The
+window stays on the training device and k-means runs there; it is emptied after the last initialisation, so
+later checkpoints do not carry it (about 1 GB at the paper's W x B x L x d).
 Training state is checkpointed atomically every ``checkpoint_every`` steps and on SIGTERM/SIGUSR1 (Slurm's
 warning before the time limit); rerunning the same command resumes from the latest checkpoint and ends
 with the same weights as an uninterrupted run.
@@ -36,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from pivq.data import PreparedDataset
+from pivq.data.prepared import read_rows
 from pivq.io import atomic_path, remove_stale_temporaries, write_json
 from pivq.logs import software_versions
 from pivq.model import PIVQ, ModelConfig
@@ -133,18 +136,20 @@ def ema_update(ema: PIVQ, model: PIVQ, beta: float) -> None:
 
 
 def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, threads: int = 1,
-          device: str | None = None, progress: bool = True, perceptual_random_trunk: bool = False) -> dict:
+          device: str | torch.device = "cpu", progress: bool = True, perceptual_random_trunk: bool = False) -> dict:
     """Train one resolved experiment (pivq.config.resolve_experiment); returns the run summary.
 
     Writes into ``run_dir``: checkpoints/latest.pt (resume state, not a pipeline output), model.pt (raw and
     EMA weights), options.json (the resolved experiment), train_log.csv (every log row, with timing).
 
+    ``device`` is the stage's (pivq.device.Job.start; nothing here picks one); ``threads`` torch's CPU threads,
+    which the matcher solves the batch's images on.
     ``perceptual_random_trunk`` (tests and benchmarks only, never the pipeline): LPIPS with a randomly
     initialised VGG16 trunk, which needs no weights file. Without it, a schedule with perceptual_weight > 0
     needs the VGG16 weights in the torch hub cache and stops here, before any work, if they are missing.
     """
     run_dir = Path(run_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device)
     torch.set_num_threads(threads)
     sched = Schedule.from_dict(experiment["schedule"])
     losses = losses_of(sched)
@@ -173,7 +178,10 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     if disc is not None:
         d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=sched.adam_betas)
     last_layer = model.conv_decoder.conv_out.weight  # where the adaptive weight compares gradient norms
-    gen = torch.Generator().manual_seed(sched.seed)  # drives batch sampling and k-means++ seeding
+    gen = torch.Generator().manual_seed(sched.seed)  # drives batch sampling (and k-means++ seeding on the CPU)
+    # k-means++ draws on the device the window lives on: on the CPU from the batch generator itself (the
+    # embedded runs consume exactly the random numbers they always did), on a GPU from a generator there
+    kmeans_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(sched.seed + 4)
     history: deque[torch.Tensor] = deque(maxlen=sched.init_window)  # encoder outputs of the last W steps
     rows: list[dict] = []
     init_log: list[dict] = []
@@ -190,7 +198,9 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        history.extend(state["history"])
+        if kmeans_gen is not gen and state.get("kmeans_generator") is not None:
+            kmeans_gen.set_state(state["kmeans_generator"])
+        history.extend(h.to(dev) for h in state["history"])
         rows, init_log, step = state["rows"], state["init_log"], state["step"]
         window_codes, sums = state["window_codes"], {**_new_sums(), **state["window_sums"]}
         if state.get("recipe") != sched.recipe:  # absent in checkpoints of older pivq versions
@@ -204,7 +214,8 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         log.info("resumed %s from %s at step %d", experiment["name"], ckpt, step)
 
     def checkpoint() -> None:
-        save_state(ckpt, model=model, ema=ema, optimizer=opt, generator=gen, history=list(history),
+        save_state(ckpt, model=model, ema=ema, optimizer=opt, generator=gen,
+                   kmeans_generator=None if kmeans_gen is gen else kmeans_gen, history=list(history),
                    rows=rows, init_log=init_log, step=step, config=cfg.to_dict(),
                    window_codes=window_codes, window_sums=sums, recipe=sched.recipe, discriminator=disc,
                    disc_optimizer=d_opt, aug_generator=aug_gen)
@@ -221,9 +232,11 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     try:
         while step < sched.steps:
             if step in sched.init_steps:
-                init_codebook(model, ema, history, sched, gen, step, init_log)
+                init_codebook(model, ema, history, sched, kmeans_gen, step, init_log)
+                if step == sched.init_steps[-1]:
+                    history.clear()  # never used again: later checkpoints stay the size of the weights
             batch = train_idx[torch.randint(len(train_idx), (sched.batch_size,), generator=gen).numpy()]
-            x = to_float(images[np.sort(batch)], dev)
+            x = to_float(read_rows(images, np.sort(batch)), dev)  # (its pages leave the RSS again)
             quantize = step >= sched.quantize_start
             adversarial = disc is not None and step >= sched.adversarial_start
             rec, z, indices, vq_loss = model(x, quantize=quantize)
@@ -259,7 +272,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
                 sums["n_adv"] += 1
             ema_update(ema, model, sched.ema_beta)
             if sched.init_steps[0] - sched.init_window <= step < sched.init_steps[-1]:  # a k-means window
-                history.append(z.detach().reshape(-1, cfg.width).cpu())
+                history.append(z.detach().reshape(-1, cfg.width))  # stays on the device, like k-means
             if indices is not None:
                 window_codes.append(indices.cpu())
             sums["loss"] += loss.item()
@@ -309,7 +322,8 @@ def _check_finite(value: torch.Tensor, what: str, name: str, step: int, ckpt: Pa
 
 def init_codebook(model: PIVQ, ema: PIVQ, history, sched: Schedule, gen: torch.Generator, step: int,
                   init_log: list[dict]) -> None:
-    """k-means++ over the last W steps' encoder outputs -> the codebook of both the model and its EMA.
+    """k-means++ over the last W steps' encoder outputs -> the codebook of both the model and its EMA, on the
+    device of the outputs, drawing from ``gen`` (a generator on that device).
 
     The EMA copy takes the new codebook as is: averaging it with the replaced one would mix unrelated centres.
     """

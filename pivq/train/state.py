@@ -15,7 +15,8 @@ from pivq.model.checkpoint import config_diff, read_checkpoint, save_atomic
 FORMAT = "pivq-train-state-v1"
 
 
-def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator, history: list[torch.Tensor],
+def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
+               kmeans_generator: torch.Generator | None, history: list[torch.Tensor],
                rows: list[dict], init_log: list[dict], step: int, config: dict, window_codes: list[torch.Tensor],
                window_sums: dict, recipe: dict, discriminator=None, disc_optimizer=None,
                aug_generator: torch.Generator | None = None) -> None:
@@ -27,7 +28,10 @@ def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
         "ema": ema.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
-        "history": history,  # encoder outputs of the last W steps, for a codebook (re-)initialisation
+        # k-means++ seeding's generator on a GPU (None: on the CPU it is ``generator`` itself)
+        "kmeans_generator": None if kmeans_generator is None else kmeans_generator.get_state(),
+        # encoder outputs of the last W steps, for a codebook (re-)initialisation; empty after the last one
+        "history": history,
         "rows": rows,
         "init_log": init_log,
         "window_codes": window_codes,

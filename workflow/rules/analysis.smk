@@ -28,9 +28,13 @@ rule rate:
         dataset=dataset_name,
     log:
         "logs/rate_{exp}.log",
+    benchmark:
+        "logs/benchmarks/rate_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("rate")
+    resources:
+        **requested("rate"),
     script:
         "../scripts/rate.py"
 
@@ -46,9 +50,13 @@ rule probe:
         probe=lambda wc: experiment(wc)["probe"],
     log:
         "logs/probe_{exp}.log",
+    benchmark:
+        "logs/benchmarks/probe_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("probe")  # folds fit in parallel
+    resources:
+        **requested("probe"),
     script:
         "../scripts/probe.py"
 
@@ -67,8 +75,12 @@ rule code_atlas:
         atlas=lambda wc: experiment(wc)["atlas"],
     log:
         "logs/code_atlas_{exp}.log",
+    benchmark:
+        "logs/benchmarks/code_atlas_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("code_atlas")
+    resources:
+        **requested("code_atlas"),
     script:
         "../scripts/code_atlas.py"

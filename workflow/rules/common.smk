@@ -49,13 +49,27 @@ def train_spec(wildcards):
     return {k: exp[k] for k in keys}
 
 
-def resources_of(key):
-    """A cluster resource of the experiment (params.yaml: experiments.<exp>.resources)."""
+def _job(stage, wildcards):
+    """params.yaml resources.<preset>.<stage> for the job's experiment (or, in dataset rules, its dataset)."""
+    if hasattr(wildcards, "exp"):
+        return stage_resources(config, stage, experiment=wildcards.exp)
+    return stage_resources(config, stage, dataset=wildcards.dataset)
 
-    def get(wildcards):
-        return config["experiments"][wildcards.exp]["resources"][key]
 
-    return get
+def cpus(stage):
+    """A heavy rule's threads: the CPUs its job asks for (capped by --cores locally)."""
+    return lambda wildcards: _job(stage, wildcards)["cpus"]
+
+
+def requested(stage):
+    """A heavy rule's resources: what its job asks for, from params.yaml (the Slurm plugin turns gpu into
+    --gpus, gpu_model into --gpus=<model>:1, cpus_per_task into --cpus-per-task, mem_mb into --mem, runtime
+    into --time). cpus_per_task repeats the rule's threads, so the request is the preset's whatever --cores caps
+    Snakemake's thread count at (a dry run counts 1). The rule's script reads gpu back (pivq.device.Job.from_snakemake): a GPU asked for is a
+    GPU used."""
+    keys = {"gpu": "gpu", "gpu_model": "gpu_model", "cpus_per_task": "cpus", "mem_mb": "mem_mb",
+            "runtime": "runtime_min"}
+    return {name: (lambda wildcards, key=key: _job(stage, wildcards)[key]) for name, key in keys.items()}
 
 
 def extractor_of(wildcards):

@@ -8,13 +8,17 @@ rule prepare_dataset:
         split="data/{dataset}/split.csv",
         manifest="data/{dataset}/manifest.json",
     params:
-        # what preparation reads: a new feature extractor or thread count must not re-prepare the data
+        # what preparation reads: a new feature extractor or job size must not re-prepare the data
         dataset=lambda wc: {k: v for k, v in config["datasets"][wc.dataset].items()
-                            if k not in ("feature_extractor", "threads")},
+                            if k not in ("feature_extractor", "resources")},
     log:
         "logs/prepare_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/prepare_dataset_{dataset}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: lambda wc: config["datasets"][wc.dataset]["threads"]  # decoding processes; capped by --cores locally
+    threads: cpus("prepare_dataset")  # decoding processes
+    resources:
+        **requested("prepare_dataset"),
     script:
         "../scripts/prepare_dataset.py"

@@ -11,9 +11,13 @@ rule train_extractor:
         extractor=lambda wc: config["datasets"][wc.dataset]["feature_extractor"],
     log:
         "logs/train_extractor_{dataset}.log",
+    benchmark:
+        "logs/benchmarks/train_extractor_{dataset}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("train_extractor")
+    resources:
+        **requested("train_extractor"),
     script:
         "../scripts/train_extractor.py"
 
@@ -33,10 +37,12 @@ rule fidelity:
         reference_cache=lambda wc: f"data/{dataset_name(wc)}/reference_features",
     log:
         "logs/fidelity_{exp}.log",
+    benchmark:
+        "logs/benchmarks/fidelity_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 2
+    threads: cpus("fidelity")
     resources:
-        gpu=resources_of("gpu"),
+        **requested("fidelity"),
     script:
         "../scripts/fidelity.py"

@@ -11,11 +11,13 @@ rule sample_shard:
         sample=lambda wc: experiment(wc)["sample"],
     log:
         "logs/sample_{exp}_{shard}.log",
+    benchmark:
+        "logs/benchmarks/sample_shard_{exp}_{shard}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("sample_shard")
     resources:
-        gpu=resources_of("gpu"),
+        **requested("sample_shard"),
     script:
         "../scripts/sample_shard.py"
 
@@ -31,8 +33,12 @@ rule interpolation_paths:
         figure1=lambda wc: experiment(wc)["figure1"],
     log:
         "logs/interpolation_paths_{exp}.log",
+    benchmark:
+        "logs/benchmarks/interpolation_paths_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("interpolation_paths")
+    resources:
+        **requested("interpolation_paths"),
     script:
         "../scripts/interpolation_paths.py"

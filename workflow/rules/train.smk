@@ -16,16 +16,17 @@ rule train:
     params:
         spec=train_spec,
         run_dir=lambda wc: f"runs/{wc.exp}",
+        eval_batch_size=lambda wc: experiment(wc)["encode"]["batch_size"],  # the test-L1 evaluation's batches
     log:
         "logs/train_{exp}.log",
+    benchmark:
+        "logs/benchmarks/train_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("train")  # also the threads the matcher solves a batch's images on
     priority: 10  # start every training run first: they are the critical path
     resources:
-        gpu=resources_of("gpu"),
-        runtime=resources_of("runtime_min"),
-        mem_mb=resources_of("mem_mb"),
+        **requested("train"),
     script:
         "../scripts/train.py"
 
@@ -36,12 +37,16 @@ rule encode:
         manifest=dataset_manifest,
     output:
         codes="runs/{exp}/codes.npz",
+    params:
+        batch_size=lambda wc: experiment(wc)["encode"]["batch_size"],
     log:
         "logs/encode_{exp}.log",
+    benchmark:
+        "logs/benchmarks/encode_{exp}.tsv"
     conda:
         "../envs/pivq.yaml"
-    threads: 1
+    threads: cpus("encode")
     resources:
-        gpu=resources_of("gpu"),
+        **requested("encode"),
     script:
         "../scripts/encode.py"
