@@ -431,6 +431,13 @@ def test_embedded_pipeline_through_slurm_matches_a_local_run(tiny_run, local_slu
     benchmarks = {p.name for p in (root / "logs" / "benchmarks").iterdir()}
     assert {"train_toy_matching.tsv", "fidelity_toy_matching.tsv", "prepare_dataset_toyfaces32.tsv"} <= benchmarks
 
+    cluster, local = _results(root), _results(tiny_run["root"])
+    assert sorted(cluster) == sorted(local)
+    differ = {f"{name}:{key}": (cluster[name].get(key), local[name].get(key)) for name in cluster
+              for key in set(cluster[name]) | set(local[name]) if cluster[name].get(key) != local[name].get(key)}
+    assert not differ, f"the Slurm run's metrics differ from the local run's (cluster, local): {differ}"
+    assert snapshot(root / "results" / "tables") == tiny_run["tables"]
+
 
 @pytest.mark.slurm
 def test_a_gpu_job_on_a_node_whose_gpu_torch_cannot_use_stops_at_once(local_slurm, tmp_path):
@@ -450,13 +457,6 @@ def test_a_gpu_job_on_a_node_whose_gpu_torch_cannot_use_stops_at_once(local_slur
     assert "NoGPUError: experiment toy_matching, stage train: configured for a GPU" in log, log[-3000:]
     assert "CUDA_VISIBLE_DEVICES='0'" in log
     assert not (root / "runs" / "toy_matching" / "options.json").exists()  # stopped before any training work
-
-    cluster, local = _results(root), _results(tiny_run["root"])
-    assert sorted(cluster) == sorted(local)
-    differ = {f"{name}:{key}": (cluster[name].get(key), local[name].get(key)) for name in cluster
-              for key in set(cluster[name]) | set(local[name]) if cluster[name].get(key) != local[name].get(key)}
-    assert not differ, f"the Slurm run's metrics differ from the local run's (cluster, local): {differ}"
-    assert snapshot(root / "results" / "tables") == tiny_run["tables"]
 
 
 @pytest.mark.slurm
