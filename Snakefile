@@ -2,7 +2,16 @@
 # `snakemake --profile slurm all` runs the paper's experiments on a Slurm cluster (see README).
 # Parse-time work stays light: pivq.config imports no torch, rules call workflow/scripts in their own process.
 
-from pivq.config import experiments_to_build, report_experiments, resolve_experiment, stage_resources, validate_params
+import os
+
+from pivq.config import (experiments_to_build, read_params_yaml, report_experiments, resolve_experiment,
+                         stage_resources, training_spec, validate_params)
+
+
+# before Snakemake's own, plain, YAML load: a duplicate key or an alias bomb in params.yaml is a ParamsError
+# (a missing params.yaml is left to configfile's own error, or to --configfile's files)
+if os.path.exists("params.yaml"):
+    read_params_yaml("params.yaml")
 
 
 configfile: "params.yaml"
@@ -12,7 +21,10 @@ configfile: "params.yaml"
 report: "workflow/report/workflow.rst"
 
 
-# before any job: a wrong key or value names the key
+# before any job: a wrong key or value names the key (config: params.yaml with --config's overrides);
+# files given with --configfile are read strictly too (Snakemake has loaded them already)
+for _configfile in workflow.overwrite_configfiles:
+    read_params_yaml(_configfile)
 validate_params(config, schema_path=f"{workflow.basedir}/workflow/schemas/params.schema.yaml")
 
 

@@ -60,7 +60,7 @@ def main() -> None:
             path = Path(tmp) / "latest.pt"
             save_state(path, model=model, ema=ema, optimizer=opts[0], generator=gen, kmeans_generator=None,
                        history=history, rows=[], init_log=[], step=sched.quantize_start, config=cfg.to_dict(),
-                       window_codes=[], window_sums={}, recipe=sched.recipe, discriminator=disc,
+                       window_codes=[], window_sums={}, identity={"schedule": exp["schedule"]}, discriminator=disc,
                        disc_optimizer=opts[1], aug_generator=gen)
             sizes[label] = path.stat().st_size
             path.unlink()

@@ -56,11 +56,13 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from pivq.config import training_spec
     from pivq.stages import train_model
 
     exp = _experiment(args)
     name = exp["name"]
-    print(json.dumps(train_model(exp, f"data/{exp['dataset_name']}", f"runs/{name}",
+    # what the Snakemake rule passes too: the run's options and identity do not depend on the entry point
+    print(json.dumps(train_model(training_spec(exp), f"data/{exp['dataset_name']}", f"runs/{name}",
                                  f"results/metrics/{name}/training.json",
                                  f"results/metrics/{name}/training_log.csv", job=_job(args, "train"),
                                  eval_batch_size=exp["encode"]["batch_size"]), indent=2))
@@ -69,12 +71,15 @@ def cmd_train(args) -> None:
 def cmd_encode(args) -> None:
     from pivq.stages import encode_dataset
 
+    from pivq.config import training_spec
+
     exp = _experiment(args)
     encode_dataset(f"runs/{exp['name']}/model.pt", f"data/{exp['dataset_name']}", f"runs/{exp['name']}/codes.npz",
-                   batch_size=exp["encode"]["batch_size"], job=_job(args, "encode"))
+                   batch_size=exp["encode"]["batch_size"], job=_job(args, "encode"), spec=training_spec(exp))
 
 
 def cmd_sample(args) -> None:
+    from pivq.config import training_spec
     from pivq.stages import sample_shard
 
     exp = _experiment(args)
@@ -83,7 +88,8 @@ def cmd_sample(args) -> None:
         raise SystemExit(f"pivq sample: --shard {args.shard} is outside 0..{shards - 1} "
                          f"(experiments.{exp['name']}.sample.shards = {shards})")
     sample_shard(f"runs/{exp['name']}/model.pt", f"runs/{exp['name']}/codes.npz", exp["sample"], args.shard,
-                 f"runs/{exp['name']}/samples/shard-{args.shard}.npz", job=_job(args, "sample_shard"))
+                 f"runs/{exp['name']}/samples/shard-{args.shard}.npz", job=_job(args, "sample_shard"),
+                 spec=training_spec(exp))
 
 
 def cmd_capacity(args) -> None:
@@ -161,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # reported by the subcommand's parser, so the usage line is the subcommand's
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from pivq.config import ParamsError
-    from pivq.device import NoGPUError
+    from pivq.errors import UserError
 
     try:
         args.func(args)
-    except (ParamsError, FileNotFoundError, NotImplementedError, NoGPUError) as err:
+    except (ParamsError, FileNotFoundError, NotImplementedError, UserError) as err:
         print(f"pivq {args.command}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,7 @@ constructors. This module imports no torch: the Snakefile uses it at parse time.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,24 +32,190 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+# --- reading params.yaml strictly --------------------------------------------------------------------------------
+# YAML lets a mapping repeat a key (the last value silently wins) and lets aliases (*name) repeat an anchored
+# value (&name) without limit: nested aliases turn a few kilobytes into billions of values ("billion laughs"),
+# which the schema check, an error message or Snakemake's config merge would then expand. The strict loader
+# refuses both before anything is constructed, on the composed node graph, where an alias is one shared node.
+MAX_ALIASES = 100  # alias uses (*name) in one document; params.yaml uses none
+MAX_ALIAS_EXPANSION = 10  # the document with its aliases expanded: at most this many times the values written
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what params.yaml must not hold, before constructing anything.
+
+    - a key twice in one mapping (named with its dotted path and both lines);
+    - a key that is a sequence or a mapping;
+    - aliases beyond a simple budget: more than MAX_ALIASES uses of ``*name``, or an expansion to more than
+      MAX_ALIAS_EXPANSION times the values (nodes) written, an alias counting as one (so what is built stays
+      linear in the file's size), or an alias inside the value it names (a recursive document). The error names
+      the alias use (its key and line): the one over the count, or the one standing for the most values.
+
+    The checks walk the composed node graph once, each distinct node once (an alias is its anchor's node, shared),
+    so they take time linear in the file's size whatever the aliases would expand to. ``source`` names the file
+    in errors; use :func:`read_params_yaml`.
+    """
+
+    source = "params.yaml"
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._alias_events: list[tuple[str, Any]] = []  # (anchor, mark) of each *name, in document order
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            self._alias_events.append((event.anchor, event.start_mark))
+        return super().compose_node(parent, index)
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self.check_node_graph(node)
+        return self.construct_document(node)
+
+    def _alias_use(self, index: int, path: tuple) -> str:
+        """``<file>: line <n>: <dotted key>: alias *<anchor>`` of the index-th alias use (document order: the
+        walk below visits nodes in the order the composer read them)."""
+        anchor, mark = self._alias_events[index] if index < len(self._alias_events) else ("?", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        return f"{self.source}: {line}{_key(path)}: alias *{anchor}"
+
+    def check_node_graph(self, root) -> None:
+        expanded: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+        open_nodes: set[int] = set()  # being walked: an alias to one of them is a cycle
+        uses: list[tuple[tuple, int]] = []  # (path, values it stands for) of each alias use
+        written = 0
+        duplicates: list[str] = []
+
+        def walk(node, path: tuple) -> int:
+            nonlocal written
+            written += 1
+            if id(node) in expanded:  # the composer hands an alias back as its anchor's (finished) node
+                uses.append((path, expanded[id(node)]))
+                return expanded[id(node)]
+            if id(node) in open_nodes:
+                raise ParamsError(f"{self._alias_use(len(uses), path)} is inside the value it names "
+                                  "(a recursive document)")
+            open_nodes.add(id(node))
+            size = 1
+            if isinstance(node, yaml.SequenceNode):
+                for i, child in enumerate(node.value):
+                    size += walk(child, (*path, i))
+            elif isinstance(node, yaml.MappingNode):
+                first_line: dict[Any, int] = {}
+                for key_node, value_node in node.value:
+                    if key_node.tag == _MERGE_TAG:  # `<<: *base`: YAML's merge; the mapping's own keys override it
+                        name = "<<"
+                    elif not isinstance(key_node, yaml.ScalarNode):
+                        raise ParamsError(f"{self.source}: line {key_node.start_mark.line + 1}: {_key(path)}: a key "
+                                          "must be a plain value, not a sequence or a mapping")
+                    else:
+                        name = self.construct_object(key_node)
+                        line = key_node.start_mark.line + 1
+                        if name in first_line:
+                            duplicates.append(f"{self.source}: line {line}: {_key((*path, name))}: duplicate key "
+                                              f"(first at line {first_line[name]}; YAML would keep the last "
+                                              "value silently)")
+                        else:
+                            first_line[name] = line
+                    size += walk(key_node, (*path, name)) + walk(value_node, (*path, name))
+            open_nodes.discard(id(node))
+            expanded[id(node)] = size
+            return size
+
+        total = walk(root, ())
+        if duplicates:
+            raise ParamsError("invalid parameters:\n  " + "\n  ".join(duplicates[:10]))
+        if len(uses) > MAX_ALIASES:
+            raise ParamsError(f"{self._alias_use(MAX_ALIASES, uses[MAX_ALIASES][0])}: more than {MAX_ALIASES} alias "
+                              f"uses (*name) in the document ({len(uses)}; a YAML alias bomb?)")
+        if total > MAX_ALIAS_EXPANSION * written:
+            index = max(range(len(uses)), key=lambda i: uses[i][1])
+            raise ParamsError(f"{self._alias_use(index, uses[index][0])} stands for {uses[index][1]} values: the "
+                              f"document's {len(uses)} aliases expand its {written} written values to {total}, more "
+                              f"than {MAX_ALIAS_EXPANSION} times as many (a YAML alias bomb?)")
+
+
+def read_params_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document of ``path`` read with :class:`StrictLoader`; every YAML error is a ParamsError naming
+    the file and the line. No schema check (see :func:`load_params`): the Snakefile calls this on params.yaml
+    before Snakemake's own, plain, YAML load of it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing parameter file: {path}")
+    with open(path, "rb") as f:
+        loader = StrictLoader(f)
+        loader.source = str(path)
+        try:
+            return loader.get_single_data()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            what = " ".join(str(part) for part in (e.context, e.problem) if part)
+            raise ParamsError(f"{path}: {where}not valid YAML: {what}") from None
+        except yaml.YAMLError as e:
+            raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        except RecursionError:
+            raise ParamsError(f"{path}: nested too deeply") from None
+        except ValueError as e:  # ParamsError passes; e.g. an integer of more than 4300 digits
+            if isinstance(e, ParamsError):
+                raise
+            raise ParamsError(f"{path}: {e}") from None
+        finally:
+            loader.dispose()
+
+
+# Every integer and number in params must be a 64-bit integer or a finite float (torch and numpy take no more).
+INT64 = (-2 ** 63, 2 ** 63 - 1)
+
+
+def _bad_numbers(obj, path: tuple = ()):
+    """(dotted path, problem) of every NaN or infinite float and every integer beyond 64 bits in ``obj``."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _bad_numbers(value, (*path, key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _bad_numbers(value, (*path, i))
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        yield _key(path), f"{obj!r} is not a finite number"
+    elif isinstance(obj, int) and not isinstance(obj, bool) and not INT64[0] <= obj <= INT64[1]:
+        yield _key(path), f"an integer of {obj.bit_length()} bits does not fit in 64"
+
+
+def _short(message: str, limit: int = 400) -> str:
+    """A schema message cut to ``limit`` characters (jsonschema quotes the whole offending value)."""
+    return message if len(message) <= limit else message[:limit] + f"... ({len(message)} characters)"
+
+
 @functools.lru_cache(maxsize=8)
 def _validator(schema_path: str, mtime_ns: int):
     """The schema's validator, parsed once per file version (parsing the YAML schema dominates a validation)."""
     import jsonschema  # here, not at the top: resolving an experiment needs no schema
 
-    return jsonschema.Draft202012Validator(yaml.safe_load(Path(schema_path).read_text()))
+    base = jsonschema.Draft202012Validator
+    # JSON Schema counts 16.0 as an integer; pivq hands integers to torch and range(): only Python ints (not
+    # bool, which Python counts as an int but the schema already refuses) are integers here
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    strict = jsonschema.validators.extend(base, type_checker=checker)
+    return strict(yaml.safe_load(Path(schema_path).read_text()))
 
 
 def validate_params(params: dict, source: str = "params.yaml", schema_path: str | os.PathLike = SCHEMA) -> dict:
     """Check ``params`` against the JSON schema and the cross-references; return it unchanged.
 
     Raises ParamsError naming the key, e.g. ``params.yaml: experiments.toy.quantizer: 'x' is not one of ...``.
-    ``schema_path`` defaults to this checkout's schema; the Snakefile passes its own workflow's.
+    Integers are Python ints (16.0 is not one), every number is finite (no NaN or inf anywhere) and fits in
+    64 bits. ``schema_path`` defaults to this checkout's schema; the Snakefile passes its own workflow's.
     """
     validator = _validator(str(Path(schema_path).resolve()), Path(schema_path).stat().st_mtime_ns)
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted([(_key(e.absolute_path), e.message) for e in validator.iter_errors(params)]
+                    + list(_bad_numbers(params)))
     if errors:
-        lines = [f"{source}: {_key(e.absolute_path)}: {e.message}" for e in errors[:10]]
+        lines = [f"{source}: {key}: {_short(message)}" for key, message in errors[:10]]
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines))
 
     problems = []
@@ -112,11 +279,9 @@ def validate_params(params: dict, source: str = "params.yaml", schema_path: str 
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    """params.yaml read strictly (:func:`read_params_yaml`: no duplicate key, no alias bomb) and validated."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing parameter file: {path}")
-    with open(path) as f:
-        params = yaml.safe_load(f)
+    params = read_params_yaml(path)
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     return validate_params(params, source=str(path))
@@ -141,6 +306,18 @@ def resolve_experiment(params: dict, name: str) -> dict[str, Any]:
         "schedule_name": exp["schedule"],
         "schedule": params["schedules"][exp["schedule"]],
     }
+
+
+# What training reads of a resolved experiment: every key that changes the weights (the dataset's content enters
+# through its manifest's hashes). Snakemake's train rule and `pivq train` both hand training this, so a run's
+# recorded options and identity do not depend on how it was started, and other settings (sampling, metrics)
+# do not re-run training.
+TRAINING_KEYS = ("name", "dataset_name", "model_name", "model", "schedule_name", "schedule", "quantizer")
+
+
+def training_spec(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved experiment (resolve_experiment) that training reads."""
+    return {k: experiment[k] for k in TRAINING_KEYS}
 
 
 def stage_resources(params: dict, stage: str, *, experiment: str | None = None,

@@ -16,13 +16,15 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pivq.errors import UserError
+
 if TYPE_CHECKING:  # torch is imported where a device is made: importing this module stays cheap (the CLI)
     import torch
 
 log = logging.getLogger(__name__)
 
 
-class NoGPUError(RuntimeError):
+class NoGPUError(UserError, RuntimeError):
     """A job configured for a GPU sees none."""
 
 

@@ -56,14 +56,23 @@ def reconstruction_l1(model: PIVQ, images: np.ndarray | ImageRows, batch_size: i
     return {"test_l1": total / n, "constant_baseline_l1": baseline / n, "n_images": len(images)}
 
 
-def save_codes(path: str | Path, codes: np.ndarray, split: np.ndarray, codebook_size: int) -> None:
+def save_codes(path: str | Path, codes: np.ndarray, split: np.ndarray, codebook_size: int, experiment: str = "",
+               run: str = "") -> None:
+    """codes.npz: the code sets, the split, K, and the experiment and run (model.pt's ``meta["run"]``) they
+    were encoded by, so the stages that read them can refuse another run's."""
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, codes=codes, split=split.astype("U5"), codebook_size=np.int64(codebook_size))
+            np.savez(f, codes=codes, split=split.astype("U5"), codebook_size=np.int64(codebook_size),
+                     experiment=np.str_(experiment), run=np.str_(run))
 
 
-def load_codes(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """(codes (N, L), split (N,), K) from a codes.npz written by save_codes."""
+def load_codes(path: str | Path, expect: dict | None = None, against: str | Path | None = None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(codes (N, L), split (N,), K) from a codes.npz written by save_codes.
+
+    ``expect``: what the reading stage's experiment says, any of ``experiment``, ``run`` (the model it decodes
+    with), ``codes`` (L) and ``codebook_size`` (K); a file that differs is refused, naming it, what differs and
+    ``against`` (the file or setting the expectation comes from)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing codes file: {path} (run the encode rule)")
@@ -72,6 +81,14 @@ def load_codes(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
             missing = {"codes", "split", "codebook_size"} - set(f.files)
             if missing:
                 raise ValueError(f"{path}: not a codes file (missing arrays {sorted(missing)})")
-            return f["codes"], f["split"], int(f["codebook_size"])
+            codes, split, K = f["codes"], f["split"], int(f["codebook_size"])
+            found = {"experiment": str(f["experiment"]) if "experiment" in f.files else None,
+                     "run": str(f["run"]) if "run" in f.files else None,
+                     "codes": int(codes.shape[1]) if codes.ndim == 2 else None, "codebook_size": K}
     except (OSError, EOFError, zipfile.BadZipFile) as err:  # truncated, or a failed CRC check
         raise ValueError(f"{path}: not a readable codes file ({err}); delete it and rerun the encode rule") from None
+    differ = [f"{k} {found[k]!r} there, {v!r} expected" for k, v in (expect or {}).items() if found[k] != v]
+    if differ:
+        raise ValueError(f"{path} does not belong here ({'; '.join(differ)}"
+                         f"{f', from {against}' if against else ''}): rerun the encode rule")
+    return codes, split, K

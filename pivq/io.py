@@ -24,6 +24,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     ``suffix`` keeps an extension some writers insist on (``np.save`` appends ``.npy``).
     On any exception the temporary file is removed and the error re-raised with the path named.
+    The file gets the mode a plain ``open`` would give it (0666 less the umask): mkstemp's private 0600 would
+    otherwise survive the rename and lock a lab's shared project folder to its writer.
     """
     path = Path(path)
     try:  # a read-only or full folder fails here already: name the output, not the temporary file
@@ -35,6 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException as err:
         tmp_path.unlink(missing_ok=True)
@@ -42,6 +45,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         if cause is not None:
             raise _naming(cause, path) from err
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux's /proc says it (os.umask can only set it,
+    which would race with other threads), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(paths: Iterable[str | os.PathLike]) -> list[Path]:

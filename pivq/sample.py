@@ -160,6 +160,38 @@ def load_sample_images(paths: list[str | Path]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def check_shards(paths: list[str | Path], experiment: str | None = None) -> str:
+    """The shards of one sample set, checked before their images are read: each records the same experiment
+    and run (the model.pt that decoded it) and the set size n, and their sample indices cover 0..n-1 once each.
+    ``experiment`` (the reading stage's) must be the one they record. Returns the run; raises naming the shard."""
+    seen, first = [], None
+    for path in map(Path, paths):
+        try:
+            with np.load(path) as f:
+                if not {"experiment", "run", "n", "sample_index"} <= set(f.files):
+                    raise ValueError(f"{path}: a sample shard without its experiment, run and set size (written by "
+                                     "an older pivq?); delete it and rerun its job")
+                record = {"experiment": str(f["experiment"]), "run": str(f["run"]), "n": int(f["n"])}
+                seen.append(f["sample_index"])
+        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: not a readable sample shard ({err}); delete it and rerun its job") from None
+        if experiment is not None and record["experiment"] != experiment:
+            raise ValueError(f"{path} holds samples of experiment {record['experiment']!r}, not {experiment!r}")
+        if first is None:
+            first = (path, record)
+        elif record != first[1]:
+            differ = "; ".join(f"{k} {record[k]!r} there, {first[1][k]!r} in {first[0]}" for k in record
+                               if record[k] != first[1][k])
+            raise ValueError(f"{path} is not of the same sample set as {first[0]} ({differ})")
+    if first is None:
+        raise ValueError("no sample shards given")
+    indices = np.sort(np.concatenate(seen))
+    if not np.array_equal(indices, np.arange(first[1]["n"])):
+        raise ValueError(f"the shards {[str(p) for p in paths]} hold {len(indices)} samples, not the set's "
+                         f"{first[1]['n']} once each (a shard missing, repeated or of other sample settings)")
+    return first[1]["run"]
+
+
 SHARD_IMAGES_MEMBER = "images.npy"  # the member np.savez writes for a shard's "images"
 # what zipfile and numpy raise on a damaged shard: BadZipFile on a failed CRC-32 check, EOFError on a short member
 _SHARD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)

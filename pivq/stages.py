@@ -8,6 +8,11 @@ Every stage that runs a network takes a ``job`` (pivq.device.Job: the experiment
 CPUs its job asked for) and calls ``job.start()`` before reading anything, so a GPU job without a GPU stops at
 once; models and batches go to the device it returns. Memory is set by batch sizes: images are read from the
 prepared memmap batch by batch, never all at once.
+
+What a stage reads must belong to the experiment it runs for. The rules pass each stage its experiment's training
+spec (``spec``, pivq.config.training_spec): a model of another architecture, experiment or dataset, codes of
+another run or of another L or K, shards of another experiment or sample set are refused, naming the file and
+what differs. Called without a spec (tests, a one-off call), only each file's own consistency is checked.
 """
 
 from __future__ import annotations
@@ -21,6 +26,48 @@ from pivq.device import Job
 from pivq.io import write_json
 
 log = logging.getLogger(__name__)
+
+
+def _model(model_path: str | Path, spec: dict | None, device, data=None):
+    """The stage's model on ``device``; with ``spec``, checked to be the experiment's: its architecture (the
+    preset, the quantizer, beta), the experiment it was trained for and, where the stage reads the dataset too,
+    the dataset's hashes it was trained on."""
+    from pivq.model import ModelConfig
+    from pivq.model.checkpoint import load_model
+
+    expect = None
+    if spec is not None:
+        expect = ModelConfig.from_dict(spec["model"], quantizer=spec["quantizer"],
+                                       beta=spec["schedule"]["beta_commit"]).to_dict()
+    model = load_model(model_path, expect_config=expect, device=device)
+    if spec is not None:
+        trained_for = model.meta.get("experiment")
+        if trained_for != spec["name"]:
+            raise ValueError(f"{model_path} was trained for experiment {trained_for!r}, not {spec['name']!r}")
+        trained_on = model.meta.get("identity", {}).get("dataset_files")
+        if data is not None and trained_on != data.manifest["files"]:
+            raise ValueError(f"{model_path} was trained on other data than {data.root} (the sha256 of its files "
+                             f"differ from {data.root / 'manifest.json'}'s): retrain, or give the stage its dataset")
+    return model
+
+
+def _codes_expect(spec: dict | None, model=None) -> dict | None:
+    """What codes.npz must record for ``spec``'s experiment (and, decoded with ``model``, its run)."""
+    if spec is None:
+        return None
+    expect = {"experiment": spec["name"], "codes": spec["model"]["codes"],
+              "codebook_size": spec["model"]["codebook_size"]}
+    if model is not None:
+        expect["run"] = model.meta.get("run")
+    return expect
+
+
+def _split_rows(data, split: str, need: int, what: str) -> np.ndarray:
+    """The ``split`` image indices of ``data``; fewer than ``need`` stop the stage, naming the dataset."""
+    rows = data.indices(split)
+    if len(rows) < need:
+        raise ValueError(f"{data.root} has {len(rows)} {split} images; {what} needs at least {need}")
+    return rows
 
 
 def prepare_dataset(name: str, dataset: dict, out_dir: str | Path, workers: int = 1) -> Path:
@@ -76,10 +123,11 @@ def train_model(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, 
     from pivq.train import train, write_training_metrics
 
     device = job.start()
-    summary = train(experiment, dataset_dir, run_dir, threads=job.cpus, device=device)
     data = PreparedDataset(dataset_dir)
+    test = _split_rows(data, "test", 1, "the test-L1 evaluation after training")  # before, not after, training
+    summary = train(experiment, dataset_dir, run_dir, threads=job.cpus, device=device)
     model = load_model(Path(run_dir) / "model.pt", device=device)
-    evaluation = reconstruction_l1(model, ImageRows(data.images, data.indices("test")), batch_size=eval_batch_size)
+    evaluation = reconstruction_l1(model, ImageRows(data.images, test), batch_size=eval_batch_size)
     log.info("test L1 %.4f (constant-image baseline %.4f)", evaluation["test_l1"], evaluation["constant_baseline_l1"])
     write_training_metrics(summary, {"experiment": experiment["name"], **evaluation}, Path(training_json),
                            Path(training_csv))
@@ -87,49 +135,52 @@ def train_model(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, 
 
 
 def encode_dataset(model_path: str | Path, dataset_dir: str | Path, codes_path: str | Path, batch_size: int = 256,
-                   job: Job = Job()) -> None:
-    """Every image of the dataset -> its code set (codes.npz: codes (N, L), split (N,), K), ``batch_size``
-    images at a time."""
+                   job: Job = Job(), spec: dict | None = None) -> None:
+    """Every image of the dataset -> its code set (codes.npz: codes (N, L), split (N,), K, and the experiment and
+    run of the model), ``batch_size`` images at a time."""
     from pivq.data import PreparedDataset
     from pivq.encode import encode_images, save_codes
-    from pivq.model.checkpoint import load_model
 
     device = job.start()
-    model = load_model(model_path, device=device)
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
+    model = _model(model_path, spec, device, data)
     codes = encode_images(model, data.images, batch_size=batch_size)
-    save_codes(codes_path, codes, data.split, model.cfg.codebook_size)
+    save_codes(codes_path, codes, data.split, model.cfg.codebook_size, experiment=model.meta.get("experiment", ""),
+               run=model.meta.get("run", ""))
 
 
 def sample_shard(model_path: str | Path, codes_path: str | Path, sample: dict, shard: int, out_path: str | Path,
-                 job: Job = Job()) -> None:
-    """One shard of the interpolation samples (Algorithm 1) between pairs of training images."""
+                 job: Job = Job(), spec: dict | None = None) -> None:
+    """One shard of the interpolation samples (Algorithm 1) between pairs of training images, recording the
+    experiment, the run of the model and the set size (pivq.sample.check_shards reads them)."""
     from pivq.encode import load_codes
-    from pivq.model.checkpoint import load_model
     from pivq.sample import generate_shard, save_shard
 
     device = job.start()
-    codes, split, _ = load_codes(codes_path)
-    model = load_model(model_path, device=device)
+    model = _model(model_path, spec, device)
+    codes, split, _ = load_codes(codes_path, expect=_codes_expect(spec, model), against=model_path)
     result = generate_shard(model, codes[split == "train"], n=sample["n"], shards=sample["shards"], shard=shard,
                             seed=sample["seed"], batch_size=sample["batch_size"])
-    save_shard(out_path, result)
+    save_shard(out_path, {**result, "experiment": np.str_(model.meta.get("experiment", "")),
+                          "run": np.str_(model.meta.get("run", "")), "n": np.int64(sample["n"])})
 
 
 def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path,
-                              figure1: dict, out_path: str | Path, job: Job = Job()) -> None:
+                              figure1: dict, out_path: str | Path, job: Job = Job(), spec: dict | None = None) -> None:
     """Figure 1's smooth interpolation paths between test images, decoded (uint8 array in an npz)."""
     from pivq.data import ImageRows, PreparedDataset
     from pivq.encode import load_codes
     from pivq.io import atomic_path
-    from pivq.model.checkpoint import load_model
     from pivq.sample import interpolation_paths
 
     device = job.start()
-    codes, split, _ = load_codes(codes_path)
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
-    test = data.indices("test")
-    images = interpolation_paths(load_model(model_path, device=device), codes[test], ImageRows(data.images, test),
+    model = _model(model_path, spec, device, data)
+    codes, split, _ = load_codes(codes_path, expect=_codes_expect(spec, model), against=model_path)
+    if len(codes) != len(data):
+        raise ValueError(f"{codes_path} holds {len(codes)} code sets but {data.root} has {len(data)} images")
+    test = _split_rows(data, "test", 2 * figure1["pairs"], "Figure 1 (two test images per pair)")
+    images = interpolation_paths(model, codes[test], ImageRows(data.images, test),
                                  pairs=figure1["pairs"], paths=figure1["paths"], steps=figure1["steps"],
                                  seed=figure1["seed"])
     with atomic_path(out_path, suffix=".npz") as tmp:
@@ -138,25 +189,25 @@ def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, da
 
 
 def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path, probe_path: str | Path,
-               atlas: dict, out_path: str | Path, job: Job = Job()) -> None:
+               atlas: dict, out_path: str | Path, job: Job = Job(), spec: dict | None = None) -> None:
     """The code atlas: test images decoded with the probe's top codes of the most predictable attributes swapped
     in (pivq.analysis.atlas has the rules), as uint8 images and the codes swapped, in an npz."""
     from pivq.analysis.atlas import decode_atlas, plan_atlas
     from pivq.data.prepared import TABLE_FILES, PreparedDataset
     from pivq.encode import load_codes
     from pivq.io import atomic_path, read_json
-    from pivq.model.checkpoint import load_model
 
     device = job.start()
-    codes, split, K = load_codes(codes_path)
     data = PreparedDataset(dataset_dir)
     data.verify(TABLE_FILES)  # the atlas reads no pixels (it decodes codes)
+    model = _model(model_path, spec, device, data)
+    codes, split, K = load_codes(codes_path, expect=_codes_expect(spec, model), against=model_path)
     if len(codes) != len(data):
         raise ValueError(f"{codes_path} holds {len(codes)} code sets but {data.root} has {len(data)} images")
     plan = plan_atlas(codes, data.split, data.attributes, read_json(probe_path), K, n_attributes=atlas["attributes"],
                       n_images=atlas["images"], n_codes=atlas["codes"], seed=atlas["seed"])
     log.info("code atlas: %s", ", ".join(plan.attributes))
-    arrays = decode_atlas(load_model(model_path, device=device), plan)
+    arrays = decode_atlas(model, plan)
     with atomic_path(out_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -164,7 +215,7 @@ def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str 
 
 def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard_paths: list[str | Path],
              dataset_dir: str | Path, extractor_weights: str | Path | None, out_path: str | Path,
-             job: Job = Job(), reference_cache: str | Path | None = None) -> dict:
+             job: Job = Job(), reference_cache: str | Path | None = None, spec: dict | None = None) -> dict:
     """FID, precision, recall, density, coverage of the samples against training images.
 
     ``reference_cache``: a folder of reference-set features keyed by content (the rules use
@@ -175,12 +226,16 @@ def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard
     """
     from pivq.data import ImageRows, PreparedDataset
     from pivq.metrics import compute_fidelity
-    from pivq.sample import ShardImages
+    from pivq.sample import ShardImages, check_shards
 
     device = job.start()
+    check_shards(shard_paths, experiment=None if spec is None else spec["name"])  # one sample set, this experiment's
     fake = ShardImages(shard_paths)  # headers only: counts and shapes now, a truncated shard refused by name
     data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
-    train = data.indices("train")
+    if fake.shape[1:] != data.images.shape[1:]:
+        raise ValueError(f"the samples in {shard_paths[0]} are {fake.shape[1:]} images, {data.root}'s "
+                         f"{data.images.shape[1:]}: not samples of this dataset's model")
+    train = _split_rows(data, "train", metrics["nearest_k"] + 1, "the reference set of FID/PRDC")
     rng = np.random.default_rng(metrics["seed"])
     real_idx = np.sort(rng.choice(train, size=min(metrics["n_real"], len(train)), replace=False))
     result = compute_fidelity(ImageRows(data.images, real_idx), fake, extractor=extractor["name"],
@@ -197,25 +252,29 @@ def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard
     return result
 
 
-def capacity(name: str, dataset_name: str, quantizer: str, codes_path: str | Path, out_path: str | Path) -> dict:
+def capacity(name: str, dataset_name: str, quantizer: str, codes_path: str | Path, out_path: str | Path,
+             spec: dict | None = None) -> dict:
     """Codebook usage (K_data, K_img) of the trained run and the capacity bounds of eqs. 2 and 4."""
     from pivq.analysis.capacity import capacity_report
     from pivq.encode import load_codes
 
-    codes, _, K = load_codes(codes_path)
+    codes, _, K = load_codes(codes_path, expect=_codes_expect(spec), against=f"experiments.{name}")
     report = capacity_report(codes, K, codes.shape[1], quantizer)
     result = {"experiment": name, "dataset": dataset_name, "quantizer": quantizer, **report}
     write_json(out_path, result)
     return result
 
 
-def rate(name: str, dataset_name: str, codes_path: str | Path, out_path: str | Path) -> dict:
+def rate(name: str, dataset_name: str, codes_path: str | Path, out_path: str | Path, spec: dict | None = None) -> dict:
     """Measured rate: every test image's code set entropy-coded as a set with code frequencies of the train split
     (VBQ's scheme), decoded back to check it is lossless, beside the eq. 4 bound."""
     from pivq.analysis.rate import measure_rate
     from pivq.encode import load_codes
 
-    codes, split, K = load_codes(codes_path)
+    codes, split, K = load_codes(codes_path, expect=_codes_expect(spec), against=f"experiments.{name}")
+    for part in ("train", "test"):  # the coder's frequencies come from train, its messages are the test sets
+        if not (split == part).any():
+            raise ValueError(f"{codes_path} holds no {part} code sets: the measured rate needs both splits")
     result = measure_rate(codes[split == "train"], codes[split == "test"], K)
     result = {"experiment": name, "dataset": dataset_name, **result}
     write_json(out_path, result)
@@ -223,14 +282,14 @@ def rate(name: str, dataset_name: str, codes_path: str | Path, out_path: str | P
 
 
 def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, dataset_dir: str | Path,
-          out_path: str | Path, cpus: int = 1) -> dict:
+          out_path: str | Path, cpus: int = 1, spec: dict | None = None) -> dict:
     """Section 3.8: logistic regression from code presence to each binary attribute, k-fold CV (folds fit on
     ``cpus`` processes; the result does not depend on it)."""
     from pivq.analysis.probe import probe_attributes
     from pivq.data.prepared import TABLE_FILES, PreparedDataset
     from pivq.encode import load_codes
 
-    codes, _, K = load_codes(codes_path)
+    codes, _, K = load_codes(codes_path, expect=_codes_expect(spec), against=f"experiments.{name}")
     data = PreparedDataset(dataset_dir)
     data.verify(TABLE_FILES)  # the probe reads no pixels: hashing images.npy would be wasted
     result = probe_attributes(codes, K, data.attributes, list(data.binary_attributes), folds=settings["folds"],

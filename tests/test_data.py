@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
-
+import logging
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -336,3 +337,154 @@ def test_read_rows_keeps_a_memmaps_pages_out_of_the_resident_set(tmp_path):
     for start in range(0, len(images), 100):  # the same reads without dropping the pages: the whole file stays
         np.array(mm[start:start + 100])
     assert _mapped_kib(path) > 20 * 1024
+
+
+# ------------------------------------------------------------------- FFHQ-features read as JSON defines them
+
+
+def _with(face: dict, dotted: str, value) -> dict:
+    """A deep copy of ``face`` with field ``dotted`` ("a.b") set to ``value``."""
+    face = json.loads(json.dumps(face))
+    *parents, last = dotted.split(".")
+    inner = face
+    for key in parents:
+        inner = inner[key]
+    inner[last] = value
+    return face
+
+
+def test_a_null_field_is_unknown_not_true():
+    """JSON null is a missing value: the attributes that depend on it are None (an empty cell), never 1."""
+    face = load_face_attributes(FIXTURES / "00000.json")
+    known = derive_binary(face)
+    cases = {
+        "glasses": ["glasses", "sunglasses"],
+        "headPose": ["head_pose_frontal"],  # a null group: every field in it is unknown
+        "headPose.yaw": ["head_pose_frontal"],
+        "makeup.eyeMakeup": ["eye_makeup"],
+        "gender": ["gender_male"],
+        "smile": ["is_happy"],
+        "hair.invisible": ["hair_black", "hair_brown", "hair_blond", "hair_gray", "hair_red"],
+        "hair.hairColor": ["hair_black", "hair_brown", "hair_blond", "hair_gray", "hair_red"],
+        "hair.bald": ["bald", "hair_black", "hair_brown", "hair_blond", "hair_gray", "hair_red"],
+    }
+    for field, unknown in cases.items():
+        derived = derive_binary(_with(face, field, None))
+        assert [name for name, v in derived.items() if v is None] == unknown, field
+        assert {k: v for k, v in derived.items() if k not in unknown} == {k: known[k] for k in derived
+                                                                          if k not in unknown}, field
+    # what is known without the null field stays known: invisible hair or a bald head sets no colour at all
+    bald = _with(_with(face, "hair.invisible", None), "hair.bald", 0.9)
+    assert [derive_binary(bald)[f"hair_{c}"] for c in ("black", "brown")] == [0, 0]
+
+
+@pytest.mark.parametrize("age", [float("nan"), None], ids=["NaN", "null"])
+def test_nan_or_null_age_is_unknown_in_all_three_age_columns(age):
+    derived = derive_binary(_with(load_face_attributes(FIXTURES / "00000.json"), "age", age))
+    assert (derived["age_young"], derived["age_middle"], derived["age_senior"]) == (None, None, None)
+    assert derived["hair_brown"] == 1 and derived["gender_male"] == 0  # the rest as read
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("makeup.eyeMakeup", "false", r"'makeup\.eyeMakeup' of faceAttributes is the string 'false', expected a JSON "
+                                  r"boolean"),
+    ("makeup.lipMakeup", 1, r"'makeup\.lipMakeup' .* the number 1, expected a JSON boolean"),
+    ("hair.invisible", "true", r"'hair\.invisible' .* the string 'true'"),
+    ("age", "52", r"'age' of faceAttributes is the string '52', expected a number"),
+    ("smile", True, r"'smile' of faceAttributes is the boolean True, expected a number"),
+    ("headPose.yaw", float("inf"), r"'headPose\.yaw' of faceAttributes is inf, expected a finite number"),
+    ("gender", 1, r"'gender' of faceAttributes is the number 1, expected a string"),
+    ("facialHair", [], r"faceAttributes lacks field 'facialHair\.beard'"),
+    ("hair.hairColor", {"brown": 0.9}, r"'hair\.hairColor' of faceAttributes is the object .*expected an array"),
+    ("hair.hairColor", [{"color": "brown", "confidence": "high"}],
+     r"'hair\.hairColor\[0\]\.confidence' of faceAttributes is the string 'high', expected a number"),
+    ("hair.hairColor", [{"confidence": 0.9}], r"faceAttributes lacks field 'hair\.hairColor\[0\]\.color'"),
+    ("hair.hairColor", ["brown"], r"'hair\.hairColor\[0\]' of faceAttributes is the string 'brown'"),
+], ids=["eyeMakeup-string", "lipMakeup-number", "invisible-string", "age-string", "smile-boolean", "yaw-inf",
+        "gender-number", "facialHair-array", "hairColor-object", "confidence-string", "color-missing",
+        "hairColor-entry-string"])
+def test_a_field_of_the_wrong_type_is_named(field, value, message):
+    """A string is not a boolean (nor a number): refused, naming the field, rather than read as true."""
+    from pivq.data.ffhq_attributes import AnnotationError
+
+    with pytest.raises(AnnotationError, match=message):
+        derive_binary(_with(load_face_attributes(FIXTURES / "00000.json"), field, value))
+
+
+# ----------------------------------------------------------------------------- prepared format: the manifest
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("drop images.npy", r"\"files\" lacks the entry 'images\.npy'"),
+    ("drop attributes.csv", r"\"files\" lacks the entry 'attributes\.csv'"),
+    ("drop split.csv", r"\"files\" lacks the entry 'split\.csv'"),
+    ("not a sha256", r"\"files\"\.images\.npy is 'abc', not a sha256"),
+    ("no files", r"no \"files\" object"),
+], ids=["no-images.npy", "no-attributes.csv", "no-split.csv", "not-a-sha256", "no-files"])
+def test_a_manifest_lacking_a_files_entry_is_refused_on_open(tmp_path, damage, message):
+    """Without its entry a file's hash check would be skipped: the manifest must vouch for all three."""
+    manifest_path = write_prepared(tmp_path / "tiny", **_small_dataset())
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "no files":
+        del manifest["files"]
+    elif damage == "not a sha256":
+        manifest["files"]["images.npy"] = "abc"
+    else:
+        del manifest["files"][damage.split()[1]]
+    manifest_path.write_text(json.dumps(manifest))
+    for verify in (False, True):
+        with pytest.raises(ValueError, match=re.escape(str(manifest_path)) + ": " + message):
+            PreparedDataset(tmp_path / "tiny", verify=verify)
+
+
+def test_preparation_removes_the_temporaries_a_killed_one_left(tmp_path, caplog):
+    """write_prepared (every preparation, toyfaces too) first deletes its outputs' and the preview's leftover
+    temporary files, logged; other hidden files stay."""
+    out = tmp_path / "tiny"
+    out.mkdir()
+    stale = [out / ".images.npy.abcdefgh.tmp.npy", out / ".manifest.json.k3_x9q0z.tmp",
+             out / ".preview.png.a_b_c_d_.tmp.png"]
+    kept = [out / ".images.npy.short.tmp", out / ".notes.txt.abcdefgh.tmp"]
+    for path in stale + kept:
+        path.write_text("x")
+    with caplog.at_level(logging.INFO, logger="pivq.data"):
+        write_prepared(out, **_small_dataset())
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+    assert all(f"removed {path}, left by a killed earlier attempt" in caplog.text for path in stale)
+    PreparedDataset(out, verify=True)
+
+
+def test_dvcignore_keeps_pivq_temporaries_out_of_dvc():
+    """`dvc add data` must not version a killed job's hidden temporaries (DVC reads .dvcignore as gitignore)."""
+    dvc_ignore = pytest.importorskip("dvc.ignore")  # DVC's own matcher, as `dvc add` and `dvc check-ignore` use it
+    repo = Path(__file__).resolve().parents[1]
+    lines = [line.strip() for line in (repo / ".dvcignore").read_text().splitlines()]
+    patterns = dvc_ignore.DvcIgnorePatterns([line for line in lines if line and not line.startswith("#")],
+                                            str(repo), os.sep)
+    folder = str(repo / "data" / "ffhq256")
+    ignored = [".images.npy.abcdefgh.tmp.npy", ".attributes.csv.k3_x9q0z.tmp", ".manifest.json.abcdefgh.tmp",
+               ".preview.png.abcdefgh.tmp.png", ".decoded.abcdefgh.tmp", ".latest.pt.abcdefgh.tmp"]
+    kept = ["images.npy", "attributes.csv", "split.csv", "manifest.json", "preview.png", "extractor.pt"]
+    for name in ignored:
+        assert patterns.matches(folder, name), name
+    for name in kept:
+        assert not patterns.matches(folder, name), name
+
+
+@pytest.mark.parametrize("key", ["n_train", "n_test"])
+def test_toyfaces_params_need_both_splits(params_copy, key):
+    """toyfaces' split is n_train then n_test images: both must be at least 1, checked before any job."""
+    from pivq.config import ParamsError, validate_params
+
+    params_copy["datasets"]["toyfaces32"][key] = 0
+    with pytest.raises(ParamsError, match=rf"datasets\.toyfaces32\.{key}: 0 "):
+        validate_params(params_copy)
+
+
+def test_toyfaces_called_with_an_empty_split_is_refused(tmp_path):
+    """Outside params.yaml's schema too (a direct call): no test images is refused before anything is written."""
+    from pivq.data.images import EmptySplitError
+
+    with pytest.raises(EmptySplitError, match="n_test=0"):
+        prepare_toyfaces(tmp_path, resolution=16, n_train=10, n_test=0, seed=0)
+    assert not any(tmp_path.iterdir())

@@ -7,7 +7,14 @@ formats of the real ones (CelebA's runs of spaces, FFHQ-features' JSON copied fr
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -230,7 +237,7 @@ def test_ffhq_attributes_no_face_and_split(raw, tmp_path):
 
 
 def test_ffhq_flat_thumbnails_folder(tmp_path):
-    root = make_ffhq(tmp_path / "raw", [5, 7], folder="thumbnails128x128", nested=False)
+    root = make_ffhq(tmp_path / "raw", [5, 60007], folder="thumbnails128x128", nested=False)
     data = PreparedDataset(prepare_ffhq(root, tmp_path / "out", resolution=16, workers=1))
     assert data.images.shape == (2, 16, 16, 3) and data.manifest["source"]["layout"] == "thumbnails128x128"
 
@@ -261,7 +268,7 @@ def test_corrupt_image_names_the_file_and_writes_no_manifest(tmp_path, how, kind
         _corrupt(root / "img_align_celeba" / "000005.jpg", how)
         run, culprit = (lambda: prepare_celeba(root, out, resolution=16, workers=1)), "000005.jpg"
     else:
-        root = make_ffhq(tmp_path / "raw", [0, 1, 2], nested=False)
+        root = make_ffhq(tmp_path / "raw", [0, 1, 60002], nested=False)
         prepare_ffhq(root, out, resolution=16, workers=1)
         _corrupt(root / "images1024x1024" / "00001.png", how)
         run, culprit = (lambda: prepare_ffhq(root, out, resolution=16, workers=1)), "00001.png"
@@ -351,7 +358,7 @@ def test_check_source_ffhq(tmp_path):
 
 
 def test_ffhq_missing_json_names_it(tmp_path):
-    root = make_ffhq(tmp_path / "raw", [0, 1, 2], nested=False)
+    root = make_ffhq(tmp_path / "raw", [0, 1, 60002], nested=False)
     (root / "json" / "00001.json").unlink()
     with pytest.raises(FileNotFoundError,
                        match=r"00001\.json is missing: the FFHQ-features annotation of .*00001\.png"):
@@ -414,3 +421,279 @@ def test_stage_prepares_each_kind_from_its_params(raw, tmp_path, kind, params):
     assert data.manifest["params"]["resolution"] == 16
     if kind == "celebahq":
         assert len(data.indices("test")) == 5
+
+
+# -------------------------------------------------------------- annotations read as their formats define them
+
+
+def _write_face(root: Path, index: int, change) -> Path:
+    """json/<index>.json: the real 00000.json with ``change(face_list)`` applied (or raw bytes written)."""
+    path = root / "json" / f"{index:05d}.json"
+    if isinstance(change, bytes):
+        path.write_bytes(change)
+    else:
+        faces = json.loads((FIXTURES / "00000.json").read_text())
+        path.write_text(json.dumps(change(faces)))  # NaN is written as the bare NaN Python's json reads back
+    return path
+
+
+def _set_field(dotted: str, value):
+    def change(faces):
+        inner = faces[0]["faceAttributes"]
+        *parents, last = dotted.split(".")
+        for key in parents:
+            inner = inner[key]
+        inner[last] = value
+        return faces
+    return change
+
+
+def test_ffhq_null_and_nan_fields_are_empty_cells(tmp_path, caplog):
+    """glasses: null, age: NaN or null: those attributes are unknown (empty cells), the rest of the row as read."""
+    root = make_ffhq(tmp_path / "raw", [0, 1, 2, 3, 60000], nested=False)  # all copies of the real 00000.json
+    _write_face(root, 1, _set_field("glasses", None))
+    _write_face(root, 2, _set_field("age", float("nan")))
+    _write_face(root, 3, _set_field("age", None))
+    with caplog.at_level(logging.INFO, logger="pivq.data"):
+        data = PreparedDataset(prepare_ffhq(root, tmp_path / "out", resolution=16, workers=1))
+    table = data.attributes
+    reference = table.iloc[0]
+    assert reference.notna().all() and reference["glasses"] == 0 and reference["age_young"] == 1
+    for row, unknown in [(1, ["glasses", "sunglasses"]), (2, ["age_young", "age_middle", "age_senior"]),
+                         (3, ["age_young", "age_middle", "age_senior"])]:
+        assert table.columns[table.iloc[row].isna()].tolist() == unknown, row
+        assert table.iloc[row].drop(unknown).equals(reference.drop(unknown)), row
+    csv = (tmp_path / "out" / "attributes.csv").read_text().splitlines()
+    cells = dict(zip(csv[0].split(","), csv[2].split(",")))
+    assert cells["glasses"] == "" and cells["sunglasses"] == "" and cells["gender_male"] == "0"
+    assert data.manifest["source"]["no_face_annotation"] == 0  # a null field is not "no face"
+    assert "age_young 2" in caplog.text and "glasses 1" in caplog.text
+
+
+def test_ffhq_string_boolean_is_refused_naming_file_and_field(tmp_path):
+    root = make_ffhq(tmp_path / "raw", [0, 1, 60000], nested=False)
+    path = _write_face(root, 1, _set_field("makeup.eyeMakeup", "false"))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": field 'makeup\.eyeMakeup' of faceAttributes is "
+                                                                r"the string 'false', expected a JSON boolean"):
+        prepare_ffhq(root, tmp_path / "out", resolution=16, workers=1)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+REAL_FACE = json.loads((FIXTURES / "00000.json").read_text())[0]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r" is not JSON text \(not valid UTF-8"),  # an image saved as .json
+    (b"age,gender\n30,male\n", r" is not valid JSON: Expecting value: line 1 column 1"),
+    (json.dumps([REAL_FACE])[:-30].encode(), r" is not valid JSON: .*line 1 column"),  # truncated
+    (json.dumps(REAL_FACE).encode(), r": expected a JSON array of faces, got a JSON object"),
+    (b"[1]", r": face 0 is the number 1, expected an object"),
+    (json.dumps([{"faceRectangle": REAL_FACE["faceRectangle"]}]).encode(), r": face 0 lacks field 'faceAttributes'"),
+    (json.dumps([{"faceAttributes": REAL_FACE["faceAttributes"]}]).encode(), r": face 0 lacks field 'faceRectangle'"),
+    (json.dumps([{**REAL_FACE, "faceAttributes": "smiling"}]).encode(),
+     r": face 0 field 'faceAttributes' is the string 'smiling', expected an object"),
+    (json.dumps([REAL_FACE, {**REAL_FACE, "faceRectangle": {"width": "63", "height": 63}}]).encode(),
+     r": face 1: field 'faceRectangle\.width' is the string '63', expected a number"),
+    (b"[" * 100_000 + b"]" * 100_000, r": JSON nested too deeply"),
+    (json.dumps([{**REAL_FACE, "faceAttributes": {**REAL_FACE["faceAttributes"], "age": "52"}}]).encode(),
+     r": field 'age' of faceAttributes is the string '52', expected a number"),
+], ids=["binary", "csv", "truncated", "object", "not-a-face", "no-faceAttributes", "no-faceRectangle",
+        "faceAttributes-string", "width-string", "nested", "age-string"])
+def test_ffhq_malformed_annotation_file_is_named(tmp_path, content, message):
+    root = make_ffhq(tmp_path / "raw", [0, 1, 60000], nested=False)
+    path = _write_face(root, 1, content)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + message):
+        prepare_ffhq(root, tmp_path / "out", resolution=16, workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_byte_order_marks_are_tolerated(raw, celeba, tmp_path):
+    """A BOM (UTF-8, or UTF-16 as Windows editors save) at the start of CelebA's text files or an FFHQ-features
+    JSON changes nothing; the manifest still records the sha256 of the file as it is."""
+    root = tmp_path / "celeba"
+    shutil.copytree(raw / "celeba", root)
+    for name, encoding in [("list_eval_partition.txt", "utf-8-sig"), ("list_attr_celeba.txt", "utf-16")]:
+        (root / name).write_bytes((raw / "celeba" / name).read_text().encode(encoding))
+    manifest = read_json(prepare_celeba(root, tmp_path / "out", resolution=32, name="celeba32", workers=1))
+    assert manifest["files"] == celeba.manifest["files"]
+    assert manifest["source"]["annotations"]["list_attr_celeba.txt"] == hashlib.sha256(
+        (root / "list_attr_celeba.txt").read_bytes()).hexdigest()
+
+    hq = tmp_path / "celebahq"
+    shutil.copytree(raw / "celebahq", hq)
+    anno = hq / "CelebAMask-HQ-attribute-anno.txt"
+    anno.write_bytes(b"\xef\xbb\xbf" + anno.read_bytes())
+    plain = prepare_celebahq(raw / "celebahq", tmp_path / "hq0", resolution=16, n_test=5, workers=1)
+    marked = prepare_celebahq(hq, tmp_path / "hq1", resolution=16, n_test=5, workers=1)
+    assert read_json(marked)["files"] == read_json(plain)["files"]
+
+    ffhq = make_ffhq(tmp_path / "ffhq", [0, 60000], nested=False)
+    (ffhq / "json" / "00000.json").write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "00000.json").read_bytes())
+    data = PreparedDataset(prepare_ffhq(ffhq, tmp_path / "ffhq_out", resolution=16, workers=1))
+    assert data.attributes.iloc[0].equals(data.attributes.iloc[1])  # the same face, with and without the BOM
+
+
+def test_upper_case_image_extensions_are_found(raw, celeba, tmp_path):
+    """.PNG, .JPG, .Jpeg are images wherever .png/.jpg are: in check_source and in the preparation alike."""
+    ffhq = make_ffhq(tmp_path / "ffhq", [5, 60007], folder="thumbnails128x128", nested=False)
+    (ffhq / "thumbnails128x128" / "00005.png").rename(ffhq / "thumbnails128x128" / "00005.PNG")
+    (ffhq / "thumbnails128x128" / "60007.png").rename(ffhq / "thumbnails128x128" / "60007.Png")
+    check_source("ffhq", ffhq)
+    data = PreparedDataset(prepare_ffhq(ffhq, tmp_path / "ffhq_out", resolution=16, workers=1))
+    assert len(data) == 2 and data.manifest["counts"] == {"train": 1, "test": 1}
+    flat = make_ffhq(tmp_path / "flat", [0, 60000], folder="", nested=False)  # PNGs directly in root
+    for path in flat.glob("*.png"):
+        path.rename(path.with_suffix(".PNG"))
+    check_source("ffhq", flat)
+    assert len(PreparedDataset(prepare_ffhq(flat, tmp_path / "flat_out", resolution=16, workers=1))) == 2
+    shutil.copy(flat / "00000.PNG", flat / "00000.png")  # the same index twice, in two cases
+    with pytest.raises(ValueError, match="image 00000.png appears twice"):
+        prepare_ffhq(flat, tmp_path / "flat_out", resolution=16, workers=1)
+
+    root = tmp_path / "celeba"
+    shutil.copytree(raw / "celeba", root)
+    (root / "img_align_celeba" / "000003.jpg").rename(root / "img_align_celeba" / "000003.JPG")
+    check_source("celeba", root)
+    manifest = read_json(prepare_celeba(root, tmp_path / "celeba_out", resolution=32, name="celeba32", workers=1))
+    assert manifest["files"] == celeba.manifest["files"]  # 000003.JPG is the listed 000003.jpg
+
+    hq = tmp_path / "plain"
+    hq.mkdir()
+    for k, name in enumerate(["0.JPG", "1.jpeg", "2.PNG"]):
+        _picture(k, 32, 32).save(hq / name, format="PNG" if name.endswith("PNG") else "JPEG")
+    check_source("celebahq", hq)
+    data = PreparedDataset(prepare_celebahq(hq, tmp_path / "plain_out", resolution=16, n_test=1, workers=1))
+    assert len(data) == 3
+
+
+# ------------------------------------------------------------------------------------ a split without images
+
+
+def _no_decoding(monkeypatch) -> None:
+    """Any decode fails the test: the refusal must come first (workers=1 decodes in this process)."""
+    def decode(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+    monkeypatch.setattr("pivq.data.images.decode_image", decode)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("ffhq below 60000", r"FFHQ: index < 60000 -> train, >= 60000 -> test: no test images among the 5 found in "
+                         r".*images1024x1024 \(indices 0-4\)"),
+    ("ffhq from 60000", r"FFHQ: index < 60000 -> train, >= 60000 -> test: no train images among the 2 found "
+                        r".*\(indices 60000-60001\)"),
+    ("celeba only 0s", r"CelebA: list_eval_partition.txt: 0 -> train; 1 \(val\) and 2 \(test\) -> test: no test "
+                       r"images among the 10 listed in .*list_eval_partition.txt \(partition 0: 10, 1: 0, 2: 0\)"),
+    ("celeba no 0s", r"CelebA: .*: no train images among the 10 listed .*\(partition 0: 0, 1: 5, 2: 5\)"),
+    ("celebahq n_test = count", r"CelebA-HQ: seeded random permutation, .*n_test=6 leaves no train images among the "
+                                r"6 found in .*CelebA-HQ-img"),
+    ("celebahq n_test = 0", r"CelebA-HQ: .*n_test=0 leaves no test images among the 6 found"),
+], ids=["ffhq-below-60000", "ffhq-from-60000", "celeba-only-0s", "celeba-no-0s", "celebahq-n_test-all",
+        "celebahq-n_test-0"])
+def test_an_empty_split_is_refused_before_decoding(tmp_path, monkeypatch, case, message):
+    """Training or evaluation would fail late (ZeroDivisionError) on a set without train or test images."""
+    from pivq.data.images import EmptySplitError
+
+    if case.startswith("ffhq"):
+        root = make_ffhq(tmp_path / "raw", list(range(5)) if "below" in case else [60000, 60001])
+        run = lambda: prepare_ffhq(root, tmp_path / "out", resolution=16, workers=1)  # noqa: E731
+    elif case.startswith("celeba "):
+        root = make_celeba(tmp_path / "raw", n=10)
+        lines = (root / "list_eval_partition.txt").read_text().splitlines()
+        codes = ["0"] * 10 if "only" in case else ["1", "2"] * 5
+        rows = [f"{line.split()[0]} {c}\n" for line, c in zip(lines, codes)]
+        (root / "list_eval_partition.txt").write_text("".join(rows))
+        run = lambda: prepare_celeba(root, tmp_path / "out", resolution=16, workers=1)  # noqa: E731
+    else:
+        root = make_celebahq(tmp_path / "raw", n=6)
+        n_test = 6 if "count" in case else 0
+        run = lambda: prepare_celebahq(root, tmp_path / "out", resolution=16, n_test=n_test, workers=1)  # noqa: E731
+    _no_decoding(monkeypatch)
+    with pytest.raises(EmptySplitError, match=message):
+        run()
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_corrupt_that_empties_a_split_is_refused(tmp_path):
+    root = make_celeba(tmp_path / "raw", n=10)  # 000001.jpg and 000002.jpg are the train split
+    for name in ("000001.jpg", "000002.jpg"):
+        _corrupt(root / "img_align_celeba" / name, "truncated")
+    with pytest.raises(ValueError, match=r"no train images among the 8 images left after skipping 2 corrupt one\(s\) "
+                                         r"\(000001.jpg, 000002.jpg\)"):
+        prepare_celeba(root, tmp_path / "out", resolution=16, workers=1, skip_corrupt=True)
+    assert not (tmp_path / "out" / "manifest.json").exists() and not list((tmp_path / "out").glob(".*"))
+
+
+# ------------------------------------------------------------------------- a killed preparation's leftovers
+
+# Runs pivq.data.<call>(**kwargs) and SIGKILLs itself as it renames a file matching kill_at onto its final name
+# (the approach of tests/test_faults.py's _killed_during): nothing after that point runs, no `finally` either.
+_KILLED_CHILD = r"""
+import fnmatch, importlib, json, os, signal, sys
+spec = json.loads(sys.argv[1])
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    if fnmatch.fnmatch(os.path.basename(dst), spec["kill_at"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+getattr(importlib.import_module("pivq.data"), spec["call"])(**spec["kwargs"])
+"""
+
+
+def _killed_during(call: str, kill_at: str, **kwargs) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    spec = json.dumps({"call": call, "kill_at": kill_at, "kwargs": kwargs}, default=str)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, spec], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"exited {proc.returncode}, not killed:\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("rerun_skips", [True, False], ids=["rerun-skip_corrupt", "rerun-strict"])
+def test_a_killed_skip_corrupt_preparation_leaves_a_scratch_file_its_rerun_removes(tmp_path, caplog, rerun_skips):
+    """SIGKILLed as it renames images.npy, a skip_corrupt preparation leaves its decoding scratch file (it grows
+    toward the whole decoded set) and images.npy's temporary; the rerun deletes both (logged), DVC ignores them."""
+    dvc_ignore = pytest.importorskip("dvc.ignore")
+    root = make_celeba(tmp_path / "raw", n=12)
+    out = tmp_path / "out"
+    kwargs = {"root": root, "out_dir": out, "resolution": 16, "workers": 1, "skip_corrupt": True}
+    _killed_during("prepare_celeba", "images.npy", **kwargs)
+    left = sorted(p.name for p in out.iterdir())
+    assert [name.split(".")[1] for name in left] == ["decoded", "images"], left  # .decoded.*.tmp, .images.npy.*.tmp.npy
+    assert (out / left[0]).stat().st_size == 12 * 16 * 16 * 3  # every decoded image
+    repo = Path(__file__).resolve().parents[1]
+    patterns = dvc_ignore.DvcIgnorePatterns(
+        [line for line in (repo / ".dvcignore").read_text().splitlines() if line and not line.startswith("#")],
+        str(out), os.sep)
+    assert all(patterns.matches(str(out), name) for name in left)  # `dvc add data` would not version them
+    with pytest.raises(FileNotFoundError, match="interrupted preparation"):
+        PreparedDataset(out)
+
+    with caplog.at_level(logging.INFO, logger="pivq.data"):
+        data = PreparedDataset(prepare_celeba(**{**kwargs, "skip_corrupt": rerun_skips}), verify=True)
+    assert all(f"removed {out / name}, left by a killed earlier attempt" in caplog.text for name in left)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    reference = read_json(prepare_celeba(root, tmp_path / "ref", resolution=16, workers=1))
+    assert data.manifest["files"] == reference["files"]
+
+
+# -------------------------------------------------------------------------------------------- ~ in a root
+
+
+def test_a_root_under_home_is_expanded(tmp_path, monkeypatch):
+    """datasets.<name>.root: ~/raw/... is expanded by check_source and every preparation, and recorded expanded."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    make_celeba(home / "celeba", n=10)
+    (home / "celebahq").mkdir(parents=True)
+    for k in range(3):
+        _picture(k, 32, 32).save(home / "celebahq" / f"{k}.png")
+    make_ffhq(home / "ffhq", [0, 60000])
+    prepares = {"celeba": prepare_celeba, "celebahq": lambda r, o, **kw: prepare_celebahq(r, o, n_test=1, **kw),
+                "ffhq": prepare_ffhq}
+    for kind, prepare in prepares.items():
+        check_source(kind, f"~/{kind}")
+        manifest = read_json(prepare(f"~/{kind}", tmp_path / kind, resolution=16, workers=1))
+        assert manifest["source"]["root"] == str(home / kind), kind
+    with pytest.raises(FileNotFoundError, match=re.escape(str(home / "nowhere")) + " is missing"):
+        check_source("ffhq", "~/nowhere")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import pivq.train.loop as loop
+from pivq.metrics.registry import WeightsFileError, accept_unpublished_weights
 from pivq.model.checkpoint import read_checkpoint
 from pivq.model.discriminator import NLayerDiscriminator, build_discriminator, patch_grid
 from pivq.train.diffaug import diff_augment, rand_brightness, rand_translation
@@ -167,10 +168,13 @@ def test_lpips_without_vgg_weights_names_the_file(tmp_path, monkeypatch, make_ex
     experiment = make_experiment(schedule={**ADV, "adversarial_start": None})
     with pytest.raises(FileNotFoundError, match=VGG16_FILE):
         _run(experiment, tmp_path / "no_dataset", tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name != "train.lock"]  # (the run's lock at most)
     folder.mkdir(parents=True)
-    (folder / VGG16_FILE).write_bytes(b"")  # present: the check passes (loading is torchvision's job)
-    assert check_lpips_weights() == folder / VGG16_FILE
+    (folder / VGG16_FILE).write_bytes(b"")  # present but not the published file: refused by its sha256
+    with pytest.raises(WeightsFileError, match=r"sha256 begins e3b0c442, expected 397923af"):
+        check_lpips_weights()
+    with accept_unpublished_weights(folder / VGG16_FILE):  # (tests only) its own hash accepted: the check passes
+        assert check_lpips_weights() == folder / VGG16_FILE
 
 
 def test_lpips_random_trunk_builds_offline_and_is_frozen(tmp_path, monkeypatch):
@@ -221,7 +225,7 @@ def test_run_with_lpips_and_adversarial_logs_finite_terms(adv_run, adv_experimen
     assert (log["d_weight"][1:] <= ADV["disc_weight"] * ADV["adaptive_weight_limit"] + 1e-6).all()
     state = read_checkpoint(run_dir / "checkpoints" / "latest.pt", expect=STATE_FORMAT)
     assert state["discriminator"] is not None and state["disc_optimizer"]["state"]
-    assert state["recipe"] == ADV
+    assert {k: state["identity"]["schedule"][k] for k in ADV} == ADV  # the recipe is part of the run's identity
 
 
 def test_sigterm_resume_is_exact_with_the_discriminator_active(adv_run, adv_experiment, toyfaces16, tmp_path,
@@ -252,15 +256,19 @@ def test_sigterm_resume_is_exact_with_the_discriminator_active(adv_run, adv_expe
     assert torch.equal(da["aug_generator"], db["aug_generator"])
 
 
-def test_resume_under_other_loss_settings_is_refused(adv_run, adv_experiment, toyfaces16, tmp_path):
+def test_other_loss_settings_are_another_run(adv_run, adv_experiment, toyfaces16, tmp_path, caplog):
+    """The loss recipe is part of a run's identity: its checkpoint is set aside, the new recipe trains from 0."""
+    import logging
     import shutil
 
     run_a, _ = adv_run
     shutil.copytree(run_a / "checkpoints", tmp_path / "checkpoints")
     other = copy.deepcopy(adv_experiment)
     other["schedule"]["disc_weight"] = 0.5
-    with pytest.raises(ValueError, match="disc_weight"):
+    with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
         _run(other, toyfaces16, tmp_path, perceptual_random_trunk=True)
+    assert "schedule.disc_weight 0.8 there, 0.5 here" in caplog.text
+    assert (next((tmp_path / "superseded").iterdir()) / "latest.pt").is_file()
 
 
 # --- the L1 + VQ recipe is unchanged -----------------------------------------------------------------------
@@ -287,7 +295,7 @@ def test_schedule_keys_are_all_required(make_experiment, params):
     with pytest.raises(KeyError, match="adversarial_start"):
         loop.Schedule.from_dict(partial["schedule"])
     for name, sched in params["schedules"].items():  # params.yaml names every key
-        assert set(loop.RECIPE_KEYS) <= set(sched), name
+        assert set(loop.Schedule.__dataclass_fields__) <= set(sched), name
     assert loop.losses_of(loop.Schedule.from_dict(params["schedules"]["toy"])) == loop.LOSSES
     assert loop.losses_of(loop.Schedule.from_dict(params["schedules"]["paper256"])) == [
         "l1", "lpips", "adversarial(hinge, from step 500000)", "codebook+commitment"]

@@ -428,8 +428,10 @@ def test_fidelity_stage_never_holds_a_whole_image_set(trained, tmp_path):
     data = PreparedDataset(tmp_path / "data")
     test = data.indices("test")
     shards = [tmp_path / f"shard-{k}.npz" for k in range(3)]
-    for shard, rows in zip(shards, np.array_split(test, 3)):
-        save_shard(shard, {"images": np.asarray(data.images[rows]), "sample_index": rows})
+    for shard, rows, index in zip(shards, np.array_split(test, 3), np.array_split(np.arange(len(test)), 3)):
+        # what sample_shard records besides the images: one sample set of one run (pivq.sample.check_shards)
+        save_shard(shard, {"images": np.asarray(data.images[rows]), "sample_index": index,
+                           "experiment": np.str_("toy"), "run": np.str_("r"), "n": np.int64(len(test))})
     set_bytes = 400 * 80 * 80 * 3
     metrics = {"n_real": 400, "nearest_k": 5, "batch_size": 25, "seed": 0}
     kwargs = dict(name="toy", dataset_name="toyfaces80", metrics=metrics, extractor={"name": TOYFACES_CNN},

@@ -4,6 +4,7 @@ preemption, and the errors that stop a run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -33,8 +34,8 @@ def _run(experiment: dict, dataset: Path, run_dir: Path) -> dict:
     return train(experiment, dataset, run_dir, threads=1, device="cpu", progress=False)
 
 
-def _sigterm_at(monkeypatch, step: int) -> None:
-    """Send SIGTERM to this process during training step ``step`` (1-based), from inside the loop."""
+def _sigterm_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to this process during training step ``step`` (1-based), from inside the loop."""
     calls = {"n": 0}
     original = loop.ema_update
 
@@ -42,7 +43,7 @@ def _sigterm_at(monkeypatch, step: int) -> None:
         original(ema, model, beta)
         calls["n"] += 1
         if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(loop, "ema_update", ema_update)
 
@@ -244,23 +245,6 @@ def test_nan_loss_stops_naming_the_step(make_experiment, toyfaces16, tmp_path, m
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_resume_from_another_model_config_is_refused(make_experiment, toyfaces16, tmp_path, monkeypatch):
-    _sigterm_at(monkeypatch, 1)
-    with pytest.raises(Preempted):
-        _run(make_experiment(), toyfaces16, tmp_path)
-    monkeypatch.undo()
-    other = make_experiment(model={"codes": 4, "ffn": 64})
-    with pytest.raises(ValueError) as err:
-        _run(other, toyfaces16, tmp_path)
-    message = str(err.value)
-    assert "latest.pt" in message
-    named = message.split("differs in:")[1]
-    assert "codes" in named and "ffn" in named and "width" not in named and "codebook_size" not in named
-    # the quantizer is part of the configuration: a nearest run cannot resume a matching one
-    with pytest.raises(ValueError, match="quantizer"):
-        _run(make_experiment("toy_nearest"), toyfaces16, tmp_path)
-
-
 def test_resolution_mismatch_and_no_quantized_step_raise(make_experiment, toyfaces16, tmp_path):
     with pytest.raises(ValueError, match="16px"):
         _run(make_experiment(model={"resolution": 32}), toyfaces16, tmp_path / "a")
@@ -269,15 +253,145 @@ def test_resolution_mismatch_and_no_quantized_step_raise(make_experiment, toyfac
     assert not (tmp_path / "b" / "model.pt").exists()
 
 
-def test_checkpoint_of_an_older_pivq_without_a_recipe_is_refused_by_name(tiny_run, toyfaces16, tmp_path):
+# --- a run resumes only itself ------------------------------------------------------------------------------
+
+# Each changes the weights: a finished run of the tiny schedule is set aside and the new one trains from step 0.
+CHANGES = {
+    "architecture": dict(model={"codes": 4, "ffn": 64}),
+    "learning rate": dict(schedule={"lr_per_sample": 1e-4}),
+    "batch size": dict(schedule={"batch_size": 4}),
+    "seed": dict(schedule={"seed": 1}),
+    "EMA rate": dict(schedule={"ema_beta": 0.9}),
+    "fewer steps": dict(schedule={"steps": 40}),
+}
+
+
+def _finished_copy(tiny_run, tmp_path) -> Path:
     import shutil
 
-    experiment, run_a, _ = tiny_run
-    shutil.copytree(run_a, tmp_path / "copy")
-    ckpt = tmp_path / "copy" / "checkpoints" / "latest.pt"
+    shutil.copytree(tiny_run[1], tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_changed_experiment_trains_afresh_and_keeps_the_old_run_aside(change, tiny_run, make_experiment,
+                                                                        toyfaces16, tmp_path, caplog):
+    """A finished run, then the experiment changed and trained again: the old checkpoint, model.pt, options.json
+    and train_log.csv move to superseded/<time>-<old run>/ (the log says where and what differs) and the new run
+    starts at step 0, so options.json describes model.pt; with a new architecture, model.pt is bit for bit a
+    fresh run's."""
+    experiment, _, _ = tiny_run
+    run = _finished_copy(tiny_run, tmp_path)
+    old = {name: (run / name).read_bytes() for name in ("model.pt", "options.json", "train_log.csv")}
+    old_ckpt = (run / "checkpoints" / "latest.pt").read_bytes()
+    changed = make_experiment(**CHANGES[change])
+    with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
+        summary = _run(changed, toyfaces16, run)
+    (aside,) = (run / "superseded").iterdir()
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == {**old, "latest.pt": old_ckpt}
+    assert str(aside) in caplog.text and "training this run from step 0" in caplog.text
+    options = json.loads((run / "options.json").read_text())
+    assert options["resumed_from_step"] == 0 and options["experiment"] == json.loads(json.dumps(changed))
+    assert summary["steps"] == changed["schedule"]["steps"] == read_checkpoint(run / "model.pt")["meta"]["steps"]
+    if change == "architecture":
+        assert "model.codes 8 there, 4 here" in caplog.text and "model.ffn 32 there, 64 here" in caplog.text
+        _run(changed, toyfaces16, tmp_path / "fresh")
+        _assert_same_model_file(tmp_path / "fresh" / "model.pt", run / "model.pt")
+
+
+def test_another_quantizer_or_a_re_prepared_dataset_is_another_run(tiny_run, make_experiment, toyfaces16,
+                                                                   tmp_path, caplog):
+    from pivq.data import prepare_toyfaces
+
+    run = _finished_copy(tiny_run, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
+        _run(make_experiment("toy_nearest"), toyfaces16, run)
+    assert "quantizer 'matching' there, 'nearest' here" in caplog.text
+    other_data = tmp_path / "other_data"  # the same settings but another seed: other images, other hashes
+    prepare_toyfaces(other_data, resolution=16, n_train=200, n_test=50, seed=1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
+        _run(make_experiment("toy_nearest"), other_data, run)
+    assert "dataset_files.images.npy" in caplog.text
+    assert len(list((run / "superseded").iterdir())) == 2
+
+
+def test_raising_steps_continues_the_run(tiny_run, make_experiment, toyfaces16, tmp_path):
+    """Only steps changed, upwards: the finished 60-step run resumes at its last step and ends where an
+    uninterrupted 80-step run does."""
+    run = _finished_copy(tiny_run, tmp_path)
+    longer = make_experiment(schedule={"steps": 80})
+    summary = _run(longer, toyfaces16, run)
+    assert json.loads((run / "options.json").read_text())["resumed_from_step"] == 60
+    assert not (run / "superseded").exists() and summary["steps"] == 80
+    _run(longer, toyfaces16, tmp_path / "straight")
+    _assert_same_model_file(tmp_path / "straight" / "model.pt", run / "model.pt")
+
+
+def test_a_checkpoint_without_an_identity_is_set_aside(tiny_run, toyfaces16, tmp_path, caplog):
+    """Checkpoints of older pivq versions recorded no identity: they cannot be shown to be this run."""
+    experiment, _, _ = tiny_run
+    run = _finished_copy(tiny_run, tmp_path)
+    ckpt = run / "checkpoints" / "latest.pt"
     state = torch.load(ckpt, weights_only=True)
-    del state["recipe"]  # what checkpoints written before the loss recipe was recorded look like
+    del state["identity"]
     torch.save(state, ckpt)
-    with pytest.raises(ValueError, match="other loss settings") as err:
-        _run(experiment, toyfaces16, tmp_path / "copy")
-    assert "latest.pt" in str(err.value) and "delete it" in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
+        summary = _run(experiment, toyfaces16, run)
+    assert "older pivq" in caplog.text and summary["steps"] == 60
+    assert json.loads((run / "options.json").read_text())["resumed_from_step"] == 0
+
+
+# --- one writer per run -----------------------------------------------------------------------------------
+
+
+def test_a_second_training_of_a_live_run_is_refused_and_leaves_its_files_alone(make_experiment, toyfaces16,
+                                                                               tmp_path):
+    """While one process trains a run (it holds train.lock), another training of it stops at once, naming the
+    holder, and removes none of the live run's temporaries."""
+    from pivq.train.lock import RunLockedError, run_lock
+
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    in_flight = ckpt_dir / ".latest.pt.abc123.tmp"  # what atomic_path names a checkpoint being written
+    in_flight.write_bytes(b"half a checkpoint")
+    with run_lock(tmp_path):
+        with pytest.raises(RunLockedError) as err:
+            _run(make_experiment(), toyfaces16, tmp_path)
+    assert f"pid\": {os.getpid()}" in str(err.value) and "train.lock" in str(err.value)
+    assert in_flight.exists() and not (tmp_path / "options.json").exists()
+
+
+def test_a_killed_holder_does_not_lock_its_retry_out(make_experiment, toyfaces16, tmp_path):
+    """The lock is the kernel's (flock): a SIGKILLed training leaves the file but not the lock."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pivq.train.lock import run_lock\n"
+                              "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                              str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.stdout.readline().strip() == "locked"
+    child.kill()
+    child.wait()
+    assert (tmp_path / "train.lock").exists()
+    assert _run(make_experiment(), toyfaces16, tmp_path)["steps"] == 60
+
+
+def test_sigint_checkpoints_like_sigterm(tiny_run, toyfaces16, tmp_path, monkeypatch):
+    """Ctrl-C mid-run writes a checkpoint at the end of the step; the rerun ends with the uninterrupted weights."""
+    experiment, run_a, _ = tiny_run
+    _sigterm_at(monkeypatch, 27, signal.SIGINT)
+    with pytest.raises(Preempted, match="SIGINT received: checkpoint written at step 27"):
+        _run(experiment, toyfaces16, tmp_path)
+    monkeypatch.undo()
+    _run(experiment, toyfaces16, tmp_path)
+    _assert_same_model_file(run_a / "model.pt", tmp_path / "model.pt")
+
+
+def test_no_train_images_stops_before_training(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    from pivq.data import PreparedDataset
+
+    indices = PreparedDataset.indices
+    monkeypatch.setattr(PreparedDataset, "indices",
+                        lambda self, split: indices(self, split)[:0] if split == "train" else indices(self, split))
+    with pytest.raises(ValueError, match="no train images"):
+        _run(make_experiment(), toyfaces16, tmp_path)
+    assert not (tmp_path / "options.json").exists()

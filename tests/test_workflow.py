@@ -276,14 +276,25 @@ def _break(params: dict, case: str) -> str:
         model = params["models"][exp["model"]]
         model["codes"], model["codebook_size"] = 500, 128
         return "experiments.toy_matching.quantizer"
+    if case == "duplicate_key":  # written into the file below: a dict holds no duplicate
+        return "experiments.toy_matching.quantizer: duplicate key"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["unknown_key", "bad_quantizer", "codes_over_codebook"])
+def _duplicate_quantizer(path: Path) -> None:
+    """A second `quantizer:` in toy_matching (YAML alone would keep it silently; Snakemake's configfile too)."""
+    text = path.read_text()
+    assert text.count("\n    quantizer: matching\n") >= 1
+    path.write_text(text.replace("\n    quantizer: matching\n", "\n    quantizer: matching\n    quantizer: nearest\n", 1))
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "bad_quantizer", "codes_over_codebook", "duplicate_key"])
 def test_bad_params_stop_before_any_job(workflow_copy, case):
     params = load_params()
     key = _break(params, case)
     write_params(workflow_copy / "params.yaml", params)
+    if case == "duplicate_key":
+        _duplicate_quantizer(workflow_copy / "params.yaml")
     # the dry run for each case; one real run too (a job would create its folders before failing)
     runs = [["-n", "all"]] + ([["--cores", "1", "all"]] if case == "bad_quantizer" else [])
     for args in runs:

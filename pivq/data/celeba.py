@@ -11,11 +11,15 @@ Attributes are CelebA's 40 binary columns under CelebA's names, -1 -> 0 and 1 ->
 columns. CelebA-HQ given as a plain folder of images has no attribute columns at all.
 
 Every annotation file is parsed and checked against the image listing before any image is decoded; each
-error names the file, and the line where there is one.
+error names the file, and the line where there is one. The text files may start with a byte-order mark
+(UTF-8, or UTF-16 as Windows editors write it). An image whose name differs from the listed one only in
+the case of its extension (000001.JPG listed as 000001.jpg) is taken for it. A split left without an image
+(a partition file of only 0s, an n_test of 0 or of the whole set) is refused before any image is decoded.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import zipfile
 from collections import Counter
@@ -24,14 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, prepare_images
-from pivq.data.sources import IMAGE_SUFFIXES, celeba_layout, celebahq_layout, some_names
+from pivq.data.images import DecodeSpec, EmptySplitError, RESAMPLE_NAME, check_resolution, check_splits, prepare_images
+from pivq.data.sources import IMAGE_SUFFIXES, celeba_layout, celebahq_layout, expand_root, some_names
 from pivq.io import sha256_file
 
 CELEBA_CROP = 140  # centre square of the 178x218 aligned images, pixels
 CELEBA_N_ATTRIBUTES = 40
 CELEBA_VALUES = {"-1": 0, "1": 1}  # list_attr_celeba.txt's values -> the prepared 0/1
 CELEBA_SPLITS = {"0": "train", "1": "test", "2": "test"}  # list_eval_partition.txt: train, val, test
+CELEBA_SPLIT_RULE = "list_eval_partition.txt: 0 -> train; 1 (val) and 2 (test) -> test"
 
 
 def prepare_celeba(
@@ -44,10 +49,11 @@ def prepare_celeba(
 ) -> Path:
     """Aligned CelebA (folder or zip) -> a prepared dataset in ``out_dir``; returns the manifest path."""
     check_resolution(resolution)
+    root = expand_root(root)
     layout = celeba_layout(root)
     columns, files, values = read_attribute_file(layout.attributes)
     partition = read_partition_file(layout.partition)
-    _same_files(files, partition, f"{layout.attributes}", f"{layout.partition}")
+    _same_files(files, partition, f"{layout.attributes}", f"{layout.partition}", fold_extensions=False)
 
     if layout.layout == "zip":
         members = list_zip_images(layout.images)  # {file name: member name}
@@ -55,27 +61,31 @@ def prepare_celeba(
     else:
         members = {f: str(layout.images / f) for f in list_image_folder(layout.images)}
         zip_path = None
-    _same_files(files, members, f"{layout.attributes}", f"{layout.images}")
-    refs = [members[f] for f in files]
+    found = _same_files(files, members, f"{layout.attributes}", f"{layout.images}")  # {listed: present name}
+    refs = [members[found[f]] for f in files]
 
     codes = [partition[f] for f in files]
+    counts = {c: codes.count(c) for c in sorted(CELEBA_SPLITS)}
+    shares = ", ".join(f"{c}: {n}" for c, n in counts.items())
+    check_splits([CELEBA_SPLITS[c] for c in codes], f"CelebA: {CELEBA_SPLIT_RULE}",
+                 f"the {len(files)} listed in {layout.partition} (partition {shares})")
     source = {
         "kind": "celeba",
-        "root": str(root),
+        "root": root,
         "layout": layout.layout,
         "images": layout.images.name,
         "annotations": {p.name: sha256_file(p) for p in (layout.attributes, layout.partition)},
-        "counts": {"listed": len(files), "partition": {c: codes.count(c) for c in sorted(CELEBA_SPLITS)}},
+        "counts": {"listed": len(files), "partition": counts},
     }
     params = {
         "resolution": resolution,
         "crop": {"kind": "centre", "size": CELEBA_CROP},
         "resample": RESAMPLE_NAME,
-        "split_rule": "list_eval_partition.txt: 0 -> train; 1 (val) and 2 (test) -> test",
+        "split_rule": CELEBA_SPLIT_RULE,
         "seed": None,
     }
     return prepare_images(
-        out_dir, name, refs, files, DecodeSpec(resolution, CELEBA_CROP, zip_path),
+        out_dir, name, refs, [found[f] for f in files], DecodeSpec(resolution, CELEBA_CROP, zip_path),
         attributes=pd.DataFrame(values, columns=columns), split=[CELEBA_SPLITS[c] for c in codes],
         binary_attributes=columns, source=source, params=params, workers=workers, skip_corrupt=skip_corrupt,
     )
@@ -93,27 +103,35 @@ def prepare_celebahq(
 ) -> Path:
     """CelebA-HQ (CelebAMask-HQ layout or a plain folder) -> a prepared dataset; returns the manifest path."""
     check_resolution(resolution)
+    root = expand_root(root)
     layout = celebahq_layout(root)
     present = list_image_folder(layout.images)
     annotations = {}
     if layout.attributes is not None:
         columns, files, values = read_attribute_file(layout.attributes)
-        _same_files(files, set(present), f"{layout.attributes}", f"{layout.images}")
+        found = _same_files(files, set(present), f"{layout.attributes}", f"{layout.images}")  # {listed: present}
         annotations[layout.attributes.name] = sha256_file(layout.attributes)
     else:
         files, columns = sorted(present, key=_natural), []
+        found = {f: f for f in files}
         values = np.zeros((len(files), 0), np.int8)
     if layout.mapping is not None:
         annotations[layout.mapping.name] = sha256_file(layout.mapping)
-    if not 0 <= n_test < len(files):
-        raise ValueError(f"n_test={n_test} must be at least 0 and less than the {len(files)} images in {layout.images}")
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)):
+        raise ValueError(f"n_test must be an integer, got {n_test!r}")
+    if not 1 <= n_test < len(files):
+        side = "test" if n_test < 1 else "train"
+        raise EmptySplitError(
+            f"CelebA-HQ: seeded random permutation, the first n_test -> test, the rest -> train: n_test={n_test!r} "
+            f"leaves no {side} images among the {len(files)} found in {layout.images}; n_test must be at least 1 and "
+            f"less than {len(files)}")
 
     # The permutation covers every listed image, so a skipped corrupt image does not move the others.
     split = np.full(len(files), "train", dtype=object)
     split[np.random.default_rng(seed).permutation(len(files))[:n_test]] = "test"
     source = {
         "kind": "celebahq",
-        "root": str(root),
+        "root": root,
         "layout": layout.layout,
         "images": layout.images.name,
         "annotations": annotations,
@@ -130,7 +148,8 @@ def prepare_celebahq(
         "n_test": n_test,
     }
     return prepare_images(
-        out_dir, name, [str(layout.images / f) for f in files], files, DecodeSpec(resolution),
+        out_dir, name, [str(layout.images / found[f]) for f in files], [found[f] for f in files],
+        DecodeSpec(resolution),
         attributes=pd.DataFrame(values, columns=columns), split=list(split), binary_attributes=columns,
         source=source, params=params, workers=workers, skip_corrupt=skip_corrupt,
     )
@@ -194,10 +213,13 @@ def read_partition_file(path: Path) -> dict[str, str]:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines: UTF-8, its byte-order mark (if any) dropped; UTF-16 when it starts with that BOM."""
+    raw = path.read_bytes()
+    encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return raw.decode(encoding).splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not a text file ({err})") from None
+        raise ValueError(f"{path} is not a text file ({encoding}: {err})") from None
 
 
 # -------------------------------------------------------------------------------------------- listings
@@ -228,16 +250,37 @@ def list_zip_images(path: Path) -> dict[str, str]:
     return members
 
 
-def _same_files(listed: list[str], present, listed_in: str, present_in: str) -> None:
-    """Every listed file is present and every present file is listed; otherwise name the first few culprits."""
-    missing = [f for f in listed if f not in present]
+def _same_files(listed: list[str], present, listed_in: str, present_in: str,
+                fold_extensions: bool = True) -> dict[str, str]:
+    """Every listed file is present and every present file is listed; otherwise name the first few culprits.
+
+    Returns {listed name: present name}. With ``fold_extensions`` (image files) a listed name not present as such
+    matches the one present name that differs from it only in the case of its extension (000001.JPG)."""
+    found = {f: f for f in listed if f in present}
+    if fold_extensions and len(found) < len(listed):
+        known = set(listed)
+        folded: dict[str, list[str]] = {}
+        for name in present:
+            if name not in known:
+                folded.setdefault(_fold_extension(name), []).append(name)
+        for f in listed:
+            if f not in found and len(folded.get(_fold_extension(f), ())) == 1:
+                found[f] = folded[_fold_extension(f)][0]
+    missing = [f for f in listed if f not in found]
     if missing:
         raise FileNotFoundError(f"{len(missing)} file(s) listed in {listed_in} are missing from {present_in}: "
                                 f"{some_names(missing)}")
-    known = set(listed)
-    extra = sorted((f for f in present if f not in known), key=_natural)
+    taken = set(found.values())
+    extra = sorted((f for f in present if f not in taken), key=_natural)
     if extra:
         raise ValueError(f"{present_in} has {len(extra)} file(s) that {listed_in} does not list: {some_names(extra)}")
+    return found
+
+
+def _fold_extension(name: str) -> str:
+    """The name with its extension lower-cased: 000001.JPG -> 000001.jpg."""
+    stem, dot, extension = name.rpartition(".")
+    return f"{stem}.{extension.lower()}" if dot else name
 
 
 def _no_duplicates(files: list[str], path: Path) -> None:

@@ -5,10 +5,13 @@ root/thumbnails128x128/, else root itself; each is centre-cropped to a square (t
 resized with LANCZOS. Every image needs root/json/<index>.json (FFHQ-features, one Azure Face API
 result per image). The binary attributes are ffhq_attributes.RULES applied to the largest detected face.
 An image whose JSON is an empty array (no face detected) is kept with every attribute empty (NaN), so
-the probe leaves it out; their number is logged and recorded in the manifest.
+the probe leaves it out; their number is logged and recorded in the manifest. A null field (or a NaN
+number) leaves only the attributes that depend on it empty (logged). A malformed file is an error naming it
+(and the face or field). Image names are matched case-insensitively (00001.png, 00001.PNG).
 
 Split: index < FFHQ_TRAIN_BELOW (60000) is "train", the rest "test": the train/validation split that
-taming-transformers uses for FFHQ.
+taming-transformers uses for FFHQ. A set with no image on one side of it is refused before any image is
+decoded.
 """
 
 from __future__ import annotations
@@ -16,21 +19,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, derive_binary, load_face_attributes
-from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, prepare_images
-from pivq.data.sources import ffhq_layout, some_names
+from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, AnnotationError, derive_binary, load_face_attributes
+from pivq.data.images import DecodeSpec, RESAMPLE_NAME, check_resolution, check_splits, prepare_images
+from pivq.data.sources import FFHQ_PNG, expand_root, ffhq_layout, some_names
 
 log = logging.getLogger(__name__)
 
 FFHQ_TRAIN_BELOW = 60000  # images 0..59999 train, 60000..69999 test
-PNG_NAME = re.compile(r"^(\d{5})\.png$")
+FFHQ_SPLIT_RULE = f"FFHQ: index < {FFHQ_TRAIN_BELOW} -> train, >= {FFHQ_TRAIN_BELOW} -> test"
+PNG_NAME = FFHQ_PNG  # 00000.png ... (any case of the extension: 00000.PNG)
 
 
 def prepare_ffhq(
@@ -43,21 +46,27 @@ def prepare_ffhq(
 ) -> Path:
     """FFHQ images + FFHQ-features JSON -> a prepared dataset in ``out_dir``; returns the manifest path."""
     check_resolution(resolution)
-    root = Path(root)
+    root = Path(expand_root(root))
     layout = ffhq_layout(root)
     images = list_ffhq_images(layout.images)
     if not images:
         raise FileNotFoundError(f"{layout.images} holds no PNG named by 5-digit index (00000.png ...)")
+    indices = sorted(images)
+    index = np.array(indices)
+    split = np.where(index < FFHQ_TRAIN_BELOW, "train", "test")
+    check_splits(split, FFHQ_SPLIT_RULE,
+                 f"the {len(indices)} found in {layout.images} (indices {indices[0]}-{indices[-1]})")
     if layout.layout == "thumbnails128x128" and resolution > 128:
         log.warning("%s: upscaling 128px thumbnails to %dpx", name, resolution)
-    indices = sorted(images)
     attributes, no_face, digest = read_annotations(layout.json, indices, images)
     if no_face:
         log.info("%s: %d of %d images have no detected face (empty JSON): their attributes are left empty",
                  name, no_face, len(indices))
+    unknown = attributes.isna().sum()[lambda n: n > no_face] - no_face  # null fields of images with a face
+    if len(unknown):
+        log.info("%s: attributes left empty where a field is null or NaN (images with a face): %s", name,
+                 ", ".join(f"{column} {n}" for column, n in unknown.items()))
 
-    index = np.array(indices)
-    split = np.where(index < FFHQ_TRAIN_BELOW, "train", "test")
     source = {
         "kind": "ffhq",
         "root": str(root),
@@ -84,15 +93,17 @@ def prepare_ffhq(
 
 
 def list_ffhq_images(folder: Path) -> dict[int, Path]:
-    """{index: path} of the 5-digit PNGs in ``folder`` and in its digit-named subfolders (00000/ ...)."""
+    """{index: path} of the 5-digit PNGs in ``folder`` and in its digit-named subfolders (00000/ ...); the
+    extension in any case (00000.png, 00000.PNG)."""
     found: dict[int, Path] = {}
     with os.scandir(folder) as entries:
         entries = sorted(entries, key=lambda e: e.name)
     for entry in entries:
         if entry.name.isdigit() and entry.is_dir():
             with os.scandir(entry.path) as inner:
-                files = [Path(e.path) for e in inner if PNG_NAME.match(e.name) and e.is_file()]
-        elif PNG_NAME.match(entry.name) and entry.is_file():
+                files = sorted((Path(e.path) for e in inner if PNG_NAME.fullmatch(e.name) and e.is_file()),
+                               key=lambda path: path.name)
+        elif PNG_NAME.fullmatch(entry.name) and entry.is_file():
             files = [Path(entry.path)]
         else:
             continue
@@ -122,14 +133,16 @@ def read_annotations(json_dir: Path, indices: list[int], images: dict[int, Path]
     for i in tqdm(indices, desc="FFHQ-features", unit="file", mininterval=5):
         path = json_dir / f"{i:05d}.json"
         raw = path.read_bytes()  # read once: parsed and hashed
-        face = load_face_attributes(path, raw)
+        face = load_face_attributes(path, raw)  # a malformed file: a ValueError naming it
         if face is None:
             no_face += 1
             rows.append(dict.fromkeys(BINARY_ATTRIBUTES, np.nan))
         else:
             try:
-                rows.append(derive_binary(face))
-            except (ValueError, KeyError, TypeError) as err:  # a field missing or of the wrong type
+                rows.append(derive_binary(face))  # None (an empty cell) where a field is null
+            except AnnotationError as err:  # a field missing or of the wrong type, named
+                raise ValueError(f"{path}: {err}") from None
+            except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}: malformed faceAttributes ({type(err).__name__}: {err})") from None
         digest.update(f"{path.name} {hashlib.sha256(raw).hexdigest()}\n".encode())
     return pd.DataFrame(rows, columns=BINARY_ATTRIBUTES, dtype=float), no_face, digest.hexdigest()

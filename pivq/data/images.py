@@ -10,7 +10,11 @@ depends on nothing but the file, so any number of workers gives identical bytes.
 chunks of files in order while at most ``2 * workers`` chunks are in flight (memory does not grow with
 the number of images), and the chunks stream into ``write_prepared``. A corrupt file stops everything
 with an error naming it, and no manifest is written. With ``skip_corrupt`` the decoded images go to a
-temporary file first (so the final count is known), then the survivors are streamed into the dataset.
+hidden scratch file first (``.decoded.<random>.tmp`` in the output folder, so the final count is known),
+then the survivors are streamed into the dataset. A split without an image (no "train" or no "test") is
+refused before any image is decoded (``check_splits``), and again if skipped images emptied one. A scratch
+file that a killed preparation left (no ``finally`` runs on SIGKILL) is removed, and logged, when a
+preparation starts in the same folder.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import pandas as pd
 from PIL import Image, ImageFile
 from tqdm import tqdm
 
-from pivq.data.prepared import write_prepared, write_preview
+from pivq.data.prepared import SPLITS, remove_leftovers, write_prepared, write_preview
+from pivq.data.sources import some_names
+from pivq.io import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ RESAMPLE_NAME = "LANCZOS"  # recorded in the manifest's params
 CHUNK_BYTES = 16 << 20  # decoded bytes per task: bounds memory at any resolution
 MAX_CHUNK = 64  # images per task at most, so small sets still spread over the workers
 IN_FLIGHT_PER_WORKER = 2  # chunks queued or decoded ahead of the writer, per worker
+SCRATCH = "decoded"  # skip_corrupt's scratch file: .decoded.<8 random characters>.tmp (mkstemp's names)
 
 
 class CorruptImageError(ValueError):
@@ -59,6 +66,22 @@ class DecodeSpec:
 
     def describe(self, ref: str) -> str:
         return f"{self.zip_path}:{ref}" if self.zip_path else ref
+
+
+class EmptySplitError(ValueError):
+    """A dataset whose split rule leaves no "train" or no "test" image: training or evaluation would fail late."""
+
+
+def check_splits(split: Sequence[str], rule: str, found: str) -> None:
+    """Refuse ``split`` if it has no image of some split, naming the split ``rule`` and what was ``found``.
+
+    e.g. "FFHQ: index < 60000 -> train, >= 60000 -> test: no test images among the 5000 found in ... (indices
+    0-4999)". Cheap: called on the annotations, before any image is decoded."""
+    present = set(np.unique(np.asarray(split, dtype=str)).tolist())
+    empty = [s for s in SPLITS if s not in present]
+    if empty:
+        raise EmptySplitError(f"{rule}: no {' and no '.join(empty)} images among {found}; both splits need at "
+                              "least one image (training and evaluation would fail later)")
 
 
 def check_resolution(resolution: int) -> int:
@@ -121,7 +144,11 @@ def prepare_images(
     if not (len(names) == len(attributes) == len(split) == count):
         raise ValueError(f"refs, names, attributes and split differ in length ({count}, {len(names)}, "
                          f"{len(attributes)}, {len(split)})")
+    rule = f"{name}: {params.get('split_rule', 'the split rule')}"
+    check_splits(split, rule, f"the {count} images")  # the callers check with their own words first
     out_dir = Path(out_dir)
+    remove_stale_scratch(out_dir)  # before decoding, which can take hours: free their disk space first
+    remove_leftovers(out_dir)
     common = dict(resolution=spec.resolution, binary_attributes=binary_attributes, categorical_attributes=[],
                   params={**params, "skip_corrupt": skip_corrupt})
     desc = f"{name} {spec.resolution}px"
@@ -143,6 +170,8 @@ def prepare_images(
                 raise CorruptImageError(f"{name}: none of the {count} images could be decoded; first: {failed[0][1]}")
             if failed:
                 log.warning("%s: skipped %d corrupt image(s) of %d", name, len(failed), count)
+                check_splits(np.asarray(split)[keep], rule, f"the {int(keep.sum())} images left after skipping "
+                             f"{len(failed)} corrupt one(s) ({some_names(skipped)})")
             kept = attributes.reset_index(drop=True)[keep].reset_index(drop=True)
             manifest = write_prepared(out_dir, name, _read_back(scratch, int(keep.sum()), spec.resolution),
                                       count=int(keep.sum()), attributes=kept,
@@ -256,10 +285,19 @@ def _close_zips() -> None:
 # ------------------------------------------------------------------------------------------ skip_corrupt
 
 
+def remove_stale_scratch(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the scratch files (``.decoded.<random>.tmp``) that a killed preparation left in ``out_dir``; log and
+    return them. Only for a folder no live preparation writes to (one preparation per dataset at a time)."""
+    removed = remove_stale_temporaries([Path(out_dir) / SCRATCH])  # mkstemp's names, as for the outputs
+    for path in removed:
+        log.info("removed %s, left by a killed earlier attempt", path)
+    return removed
+
+
 @contextlib.contextmanager
 def _scratch_file(out_dir: Path) -> Iterator[Path]:
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".decoded.", suffix=".tmp", dir=out_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{SCRATCH}.", suffix=".tmp", dir=out_dir)
         os.close(fd)
     except OSError as err:
         raise OSError(err.errno, f"could not write in {out_dir}: {err.strerror or err}") from err

@@ -5,13 +5,18 @@
     <dir>/split.csv        index, split ("train" or "test")
     <dir>/manifest.json    names, counts, column lists, sha256 of the three files, source and params
 
-The manifest is written last: a folder without one is an interrupted preparation, never a dataset.
+The manifest is written last: a folder without one is an interrupted preparation, never a dataset. Its
+"files" must give the sha256 of each of the three data files: a manifest that lacks one is refused on open.
+A preparation first removes the hidden temporary files (``.<name>.<random>.tmp*``) that a killed earlier
+one left beside these files (logged): ``.dvcignore`` keeps them out of DVC meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +26,27 @@ import pandas as pd
 from PIL import Image
 
 import pivq
-from pivq.io import atomic_path, read_json, sha256_file, write_json
+from pivq.io import atomic_path, read_json, remove_stale_temporaries, sha256_file, write_json
+
+log = logging.getLogger(__name__)
 
 FORMAT = "pivq-prepared-v1"
 SPLITS = ("train", "test")
 DATA_FILES = ("images.npy", "attributes.csv", "split.csv")
 TABLE_FILES = DATA_FILES[1:]  # all that readers of labels only (probe, code atlas) need verified
 MANIFEST = "manifest.json"
+PREVIEW = "preview.png"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def remove_leftovers(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a killed preparation left beside the prepared files (and the preview) in
+    ``out_dir``; log and return them. Only for a folder that no live preparation writes to."""
+    out_dir = Path(out_dir)
+    removed = remove_stale_temporaries([out_dir / f for f in (*DATA_FILES, MANIFEST, PREVIEW)])
+    for path in removed:
+        log.info("removed %s, left by a killed earlier attempt", path)
+    return removed
 
 
 def write_prepared(
@@ -53,6 +72,7 @@ def write_prepared(
     table = _attribute_table(attributes, count, binary_attributes, categorical_attributes)
     split = _split_array(split, count)
 
+    remove_leftovers(out_dir)  # a killed earlier attempt's temporaries (up to the size of images.npy)
     out_dir.mkdir(parents=True, exist_ok=True)
     # A stale manifest would vouch for files we are about to replace.
     (out_dir / MANIFEST).unlink(missing_ok=True)
@@ -113,6 +133,22 @@ def _split_array(split: Sequence[str], count: int) -> np.ndarray:
     if unknown:
         raise ValueError(f"split holds values {unknown}; allowed: {list(SPLITS)}")
     return split
+
+
+def _check_files_entry(manifest: dict[str, Any], path: Path) -> None:
+    """The manifest's "files" gives a sha256 for each of DATA_FILES; else a ValueError naming the manifest and the
+    entry (without it, verify() would skip that file's hash check)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ValueError(f"{path}: no \"files\" object (the sha256 of {', '.join(DATA_FILES)}); prepare the "
+                         "dataset again")
+    for file in DATA_FILES:
+        if file not in files:
+            raise ValueError(f"{path}: \"files\" lacks the entry {file!r} (its sha256); every file of the prepared "
+                             f"format ({', '.join(DATA_FILES)}) needs one; prepare the dataset again")
+        if not isinstance(files[file], str) or not SHA256.match(files[file]):
+            raise ValueError(f"{path}: \"files\".{file} is {files[file]!r}, not a sha256 (64 hexadecimal digits); "
+                             "prepare the dataset again")
 
 
 def _write_images(path: Path, images: np.ndarray | Iterable[np.ndarray], count: int, resolution: int) -> None:
@@ -226,8 +262,10 @@ class PreparedDataset:
                     f"(a folder without {MANIFEST} is an interrupted preparation)"
                 )
         self.manifest: dict[str, Any] = read_json(self.root / MANIFEST)
-        if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{self.root / MANIFEST}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+            found = self.manifest.get("format") if isinstance(self.manifest, dict) else self.manifest
+            raise ValueError(f"{self.root / MANIFEST}: format {found!r}, expected {FORMAT!r}")
+        _check_files_entry(self.manifest, self.root / MANIFEST)
         if verify:
             self.verify()
         self.images = self._open_images()
@@ -260,11 +298,15 @@ class PreparedDataset:
         return np.flatnonzero(self.split == split).astype(np.int64)
 
     def verify(self, files: tuple[str, ...] | None = None) -> None:
-        """Recompute the sha256 of ``files`` (default: all) against the manifest (a full read of each: done on
-        open only if asked)."""
-        for file, expected in self.manifest["files"].items():
+        """Recompute the sha256 of ``files`` (default: all three) against the manifest (a full read of each: done
+        on open only if asked)."""
+        unknown = sorted(set(files or ()) - set(DATA_FILES))
+        if unknown:
+            raise ValueError(f"cannot verify {unknown}: a prepared dataset's files are {list(DATA_FILES)}")
+        for file in DATA_FILES:
             if files is not None and file not in files:
                 continue
+            expected = self.manifest["files"][file]  # every one is there: checked on open
             actual = sha256_file(self.root / file)
             if actual != expected:
                 raise ValueError(f"{self.root / file} does not match the sha256 in {self.root / MANIFEST} "

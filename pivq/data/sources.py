@@ -15,17 +15,22 @@ Accepted layouts (README 'Datasets'):
                or *.jpg / *.png directly in root, no attributes  ("folder")
     ffhq       root/images1024x1024/ (PNGs, possibly in subfolders 00000/ ...), else root/thumbnails128x128/,
                else 5-digit-indexed PNGs directly in root; root/json/00000.json ... (FFHQ-features)
+
+Image extensions are matched in any case (.jpg, .JPG, .Jpeg, .PNG), here and in the preparation alike.
+A root may start with ``~`` (``~/data/ffhq``): it is expanded (``expand_root``) wherever a root is read.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("celeba", "celebahq", "ffhq")
 SEE = "(see README 'Datasets')"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # CelebA-HQ's plain-folder layout
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared with the lower-cased name: .JPG and .Png count too
+FFHQ_PNG = re.compile(r"([0-9]{5})\.png", re.IGNORECASE)  # FFHQ's images (fullmatch): 00000.png, 00000.PNG
 
 CELEBA_IMAGES = "img_align_celeba"
 CELEBA_ZIP = "img_align_celeba.zip"
@@ -128,8 +133,13 @@ def ffhq_layout(root: str | os.PathLike) -> FFHQLayout:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def expand_root(root: str | os.PathLike) -> str:
+    """``root`` with a leading ``~`` or ``~user`` expanded, otherwise as given (the string the manifest records)."""
+    return os.path.expanduser(os.fspath(root))
+
+
 def _root(root: str | os.PathLike, what: str) -> Path:
-    root = Path(root)
+    root = Path(expand_root(root))
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is missing: {what} {SEE}")
     return root
@@ -157,10 +167,11 @@ def _is_image_file(entry: os.DirEntry) -> bool:
 
 
 def _is_ffhq_entry(entry: os.DirEntry) -> bool:
-    """A PNG, or a subfolder named by digits (the official layout's 00000/, 01000/ ...)."""
+    """A PNG named by 5-digit index (what the preparation takes), or a subfolder named by digits (the official
+    layout's 00000/, 01000/ ...)."""
     if entry.name.isdigit():
         return entry.is_dir()
-    return entry.name.endswith(".png") and entry.is_file()
+    return bool(FFHQ_PNG.fullmatch(entry.name)) and entry.is_file()
 
 
 SHOWN = 5  # culprits an error names before "..."

@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pivq.data.ffhq_attributes import BINARY_ATTRIBUTES, derive_binary
+from pivq.data.images import check_splits
 from pivq.data.prepared import write_prepared, write_preview
 
 # Discrete factors: value -> probability, drawn independently per image.
@@ -340,6 +341,9 @@ def prepare_toyfaces(
     The first n_train images are the train split, the rest test. Images are streamed in chunks.
     """
     count = n_train + n_test
+    split = ["train"] * n_train + ["test"] * n_test
+    check_splits(split, "toyfaces: the first n_train images -> train, the n_test after them -> test",
+                 f"n_train={n_train}, n_test={n_test}")
     p = sample_factors(count, seed)  # cheap: the tables exist before a single image is drawn
     table, binary, categorical = attribute_table(p, _face_attributes(p))
     write_preview(Path(out_dir) / "preview.png", _render(_slice(p, 0, 64), resolution))
@@ -352,7 +356,7 @@ def prepare_toyfaces(
 
     return write_prepared(
         out_dir, name, chunks(), count=count, resolution=resolution, attributes=table,
-        split=["train"] * n_train + ["test"] * n_test, binary_attributes=binary, categorical_attributes=categorical,
+        split=split, binary_attributes=binary, categorical_attributes=categorical,
         source={"generator": "pivq.data.toyfaces.render_toyfaces", "seed": seed},
         params={"resolution": resolution, "n_train": n_train, "n_test": n_test, "seed": seed, "factors": FACTORS},
     )

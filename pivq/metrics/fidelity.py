@@ -45,6 +45,7 @@ from pivq.metrics.prc_chunked import precision_recall
 from pivq.metrics.prdc_chunked import compute_prdc as compute_prdc_chunked
 from pivq.metrics.reference_cache import cached_reference_features
 from pivq.metrics.registry import create_feature_extractor, default_layer, resolve_extractor_weights
+from pivq.metrics.registry import weights_sha256 as weights_sha256_of
 
 PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k, as in Kynkaenniemi et al. 2019
 PRC_BATCH_SIZE = 10_000  # torch-fidelity's prc_batch_size: the side of the distance tiles (the same tiles, bit-exact)
@@ -192,7 +193,7 @@ def compute_fidelity(
     torch.manual_seed(seed)
     layer = default_layer(extractor, "fid")
     net = create_feature_extractor(extractor, weights, [layer]).to(device)
-    weights_sha256 = sha256_file(weights)
+    weights_sha256 = weights_sha256_of(weights)  # hashed once per process: resolving the weights did it
     cache_info = {"status": "off", "key": None}
     if reference_cache is None:
         real = _extract(net, real_images, batch_size, device)

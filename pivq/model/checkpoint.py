@@ -84,4 +84,5 @@ def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | 
                          f"{config_diff(payload['config'], expect_config)})")
     model = PIVQ(ModelConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["ema_state_dict" if ema else "state_dict"])
+    model.meta = payload["meta"]  # which experiment and run trained it: stages check what they read against it
     return model.to(device).eval()

@@ -44,6 +44,9 @@ def metrics_json(metrics_dir: Path, experiment: str, name: str) -> dict[str, Any
             lacking = [k for k in PROBE_ATTRIBUTE_KEYS if k not in row]
             if lacking:
                 raise ValueError(f"{path}: attributes[{i}] is missing keys {lacking}")
+    if data.get("experiment") != experiment:  # a file copied from another experiment's folder
+        raise ValueError(f"{path} holds the metrics of experiment {data.get('experiment')!r}, not {experiment!r} "
+                         f"(the folder it is in): rerun its stage for {experiment}")
     return data
 
 

@@ -16,9 +16,13 @@ Delayed codebook initialisation: before T_q the latents pass unquantized; at T_q
 ``init_repeats`` times in all, k-means++ over the encoder outputs of the last W steps sets the codebook. The
 window stays on the training device and k-means runs there; it is emptied after the last initialisation, so
 later checkpoints do not carry it (about 1 GB at the paper's W x B x L x d).
-Training state is checkpointed atomically every ``checkpoint_every`` steps and on SIGTERM/SIGUSR1 (Slurm's
-warning before the time limit); rerunning the same command resumes from the latest checkpoint and ends
-with the same weights as an uninterrupted run.
+Training state is checkpointed atomically every ``checkpoint_every`` steps and on SIGTERM, SIGUSR1 (Slurm's
+warning before the time limit) and SIGINT (Ctrl-C); rerunning the same command resumes from the latest
+checkpoint and ends with the same weights as an uninterrupted run. A checkpoint resumes only its own run
+(pivq.train.identity: everything that changes the weights, and the dataset's hashes; raising ``steps`` alone
+continues it): any other is moved aside with that run's outputs, named in the log, and training starts afresh,
+so ``options.json`` always describes the weights in ``model.pt``. One process trains a run at a time
+(pivq.train.lock).
 
 The embedded default (toy) trains on L1 + the VQ losses, and says so in its outputs (``losses``).
 """
@@ -47,6 +51,8 @@ from pivq.model.discriminator import build_discriminator
 from pivq.model.pixels import to_float
 from pivq.quantize import kmeans
 from pivq.train.diffaug import diff_augment
+from pivq.train.identity import identity_diff, identity_hash, run_identity
+from pivq.train.lock import run_lock
 from pivq.train.losses import adaptive_weight, build_lpips, hinge_d_loss, hinge_g_loss
 from pivq.train.state import load_state, save_state
 
@@ -58,10 +64,6 @@ LOSSES = ["l1", "codebook+commitment"]  # the terms of the L1 + VQ recipe (toy);
 LOG_COLUMNS = ["step", "loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "k_data", "k_img_max",
                "k_img_mean", "quantized", "adversarial"]
 _SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_adv")
-
-# The loss settings of a schedule (params.yaml, every key required there).
-RECIPE_KEYS = ("perceptual_weight", "adversarial_start", "disc_weight", "adaptive_weight_limit", "diffaug",
-               "disc_layers", "disc_ndf")
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,6 @@ class Schedule:
         return self.adversarial_start is not None
 
     @property
-    def recipe(self) -> dict:
-        """The loss settings that act on training: the discriminator's settings only with its term on."""
-        keys = RECIPE_KEYS if self.adversarial else ("perceptual_weight", "adversarial_start")
-        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v for k in keys}
-
-    @property
     def init_steps(self) -> list[int]:
         return [self.quantize_start + r * self.init_window for r in range(self.init_repeats)]
 
@@ -148,8 +144,14 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     initialised VGG16 trunk, which needs no weights file. Without it, a schedule with perceptual_weight > 0
     needs the VGG16 weights in the torch hub cache and stops here, before any work, if they are missing.
     """
-    run_dir = Path(run_dir)
-    dev = torch.device(device)
+    with run_lock(run_dir):  # a second training of this run stops here, naming the first
+        return _train(experiment, Path(dataset_dir), Path(run_dir), threads, torch.device(device), progress,
+                      perceptual_random_trunk)
+
+
+def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev: torch.device, progress: bool,
+           perceptual_random_trunk: bool) -> dict:
+    """train()'s body, run while holding the run's lock."""
     torch.set_num_threads(threads)
     sched = Schedule.from_dict(experiment["schedule"])
     losses = losses_of(sched)
@@ -164,11 +166,20 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     if data.resolution != cfg.resolution:
         raise ValueError(f"{dataset_dir}: images are {data.resolution}px but the model expects {cfg.resolution}px")
     train_idx = data.indices("train")
+    if not len(train_idx):
+        raise ValueError(f"{dataset_dir} has no train images (split.csv): nothing to train {experiment['name']} on")
     images = data.images
+    identity = run_identity(experiment, data.manifest["files"])
+    ckpt = run_dir / "checkpoints" / "latest.pt"
+    # temporaries of writes cut short by a killed earlier run; no other process writes here while we hold the lock
+    for stale in remove_stale_temporaries([ckpt, *(run_dir / f for f in ("model.pt", "options.json", "train_log.csv"))]):
+        log.info("removed %s, left by a killed earlier attempt", stale)
+    state = _own_checkpoint(ckpt, identity, sched.steps, run_dir)
     software = {**software_versions(), "cuda": torch.version.cuda}
-    write_json(run_dir / "options.json", {"experiment": experiment, "losses": losses, "device": str(dev),
-                                          "threads": threads, "dataset_manifest": data.manifest["files"],
-                                          "software": software})
+    write_json(run_dir / "options.json", {"experiment": experiment, "run": identity_hash(identity),
+                                          "identity": identity, "losses": losses, "device": str(dev),
+                                          "threads": threads, "resumed_from_step": state["step"] if state else 0,
+                                          "dataset_manifest": data.manifest["files"], "software": software})
 
     torch.manual_seed(sched.seed)
     model = PIVQ(cfg).to(dev)
@@ -189,11 +200,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
 
     window_codes: list[torch.Tensor] = []  # codes and loss sums since the last log row
     sums = _new_sums()
-    ckpt = run_dir / "checkpoints" / "latest.pt"
-    for stale in remove_stale_temporaries([ckpt]):  # a checkpoint write cut short (not a pipeline output)
-        log.info("removed %s, left by a killed earlier attempt", stale)
-    if ckpt.exists():
-        state = load_state(ckpt, cfg.to_dict())
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -203,10 +210,6 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         history.extend(h.to(dev) for h in state["history"])
         rows, init_log, step = state["rows"], state["init_log"], state["step"]
         window_codes, sums = state["window_codes"], {**_new_sums(), **state["window_sums"]}
-        if state.get("recipe") != sched.recipe:  # absent in checkpoints of older pivq versions
-            diff = [k for k in RECIPE_KEYS if (state.get("recipe") or {}).get(k) != sched.recipe.get(k)]
-            raise ValueError(f"{ckpt} holds a run with other loss settings (differs in: {', '.join(diff)}); "
-                             "delete it to start over")
         if disc is not None:
             disc.load_state_dict(state["discriminator"])
             d_opt.load_state_dict(state["disc_optimizer"])
@@ -217,7 +220,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         save_state(ckpt, model=model, ema=ema, optimizer=opt, generator=gen,
                    kmeans_generator=None if kmeans_gen is gen else kmeans_gen, history=list(history),
                    rows=rows, init_log=init_log, step=step, config=cfg.to_dict(),
-                   window_codes=window_codes, window_sums=sums, recipe=sched.recipe, discriminator=disc,
+                   window_codes=window_codes, window_sums=sums, identity=identity, discriminator=disc,
                    disc_optimizer=d_opt, aug_generator=aug_gen)
 
     stop = {"signal": None}
@@ -225,7 +228,7 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
     def on_signal(signum, frame):  # finish the current step, checkpoint, exit non-zero
         stop["signal"] = signal.Signals(signum).name
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     t_start, t_window = time.perf_counter(), time.perf_counter()
     bar = tqdm(total=sched.steps, initial=step, desc=f"train {experiment['name']}", disable=not progress,
                mininterval=5)
@@ -306,11 +309,39 @@ def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, thread
         raise RuntimeError(f"{experiment['name']}: training ended before T_q; the codebook was never initialised")
     checkpoint()
     save_model(run_dir / "model.pt", model, ema, meta={"experiment": experiment["name"], "steps": step,
-                                                        "losses": losses, "codebook_inits": init_log})
+                                                        "losses": losses, "codebook_inits": init_log,
+                                                        "run": identity_hash(identity), "identity": identity})
     _write_log(run_dir / "train_log.csv", rows)
     seconds = time.perf_counter() - t_start
     log.info("trained %s: %d steps, %.1f s in this process", experiment["name"], step, seconds)
     return {"steps": step, "losses": losses, "codebook_inits": init_log, "log": rows}
+
+
+def _own_checkpoint(ckpt: Path, identity: dict, steps: int, run_dir: Path) -> dict | None:
+    """The checkpoint's state if it is this run's (same identity, not beyond ``steps``), else None, with the
+    other run's files moved to ``run_dir/superseded/<time>-<its run>/`` (logged): nothing is lost, and what
+    starts afresh is never mixed with it. A checkpoint that cannot be read stops the run, named (pivq decides
+    nothing about a file it cannot read)."""
+    if not ckpt.exists():
+        return None
+    state = load_state(ckpt)
+    found = state.get("identity")
+    if found == identity and state["step"] <= steps:
+        return state
+    if found is None:
+        why = "written by an older pivq that did not record its run's identity"
+    elif found == identity:
+        why = f"at step {state['step']}, beyond steps = {steps}: a shorter run is another run"
+    else:
+        why = "another run: " + "; ".join(identity_diff(found, identity))
+    aside = run_dir / "superseded" / f"{time.strftime('%Y%m%d-%H%M%S')}-{identity_hash(found) if found else 'old'}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for path in (ckpt, *(run_dir / f for f in ("model.pt", "options.json", "train_log.csv"))):
+        if path.exists():
+            path.replace(aside / path.name)
+    log.warning("%s is %s. Moved it, with that run's model.pt, options.json and train_log.csv, to %s; "
+                "training this run from step 0", ckpt, why, aside)
+    return None
 
 
 def _check_finite(value: torch.Tensor, what: str, name: str, step: int, ckpt: Path) -> None:

@@ -1,7 +1,7 @@
 """Training state on disk: everything needed to resume a run exactly where it stopped.
 
 With the adversarial term on, that includes the discriminator, its optimizer and the DiffAugment generator;
-``recipe`` records the loss settings, so a run is never resumed under another recipe.
+``identity`` records the run (pivq.train.identity), so a checkpoint resumes only its own run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pivq.model.checkpoint import config_diff, read_checkpoint, save_atomic
+from pivq.model.checkpoint import read_checkpoint, save_atomic
 
 FORMAT = "pivq-train-state-v1"
 
@@ -18,7 +18,7 @@ FORMAT = "pivq-train-state-v1"
 def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
                kmeans_generator: torch.Generator | None, history: list[torch.Tensor],
                rows: list[dict], init_log: list[dict], step: int, config: dict, window_codes: list[torch.Tensor],
-               window_sums: dict, recipe: dict, discriminator=None, disc_optimizer=None,
+               window_sums: dict, identity: dict, discriminator=None, disc_optimizer=None,
                aug_generator: torch.Generator | None = None) -> None:
     payload = {
         "format": FORMAT,
@@ -36,7 +36,7 @@ def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
         "init_log": init_log,
         "window_codes": window_codes,
         "window_sums": window_sums,
-        "recipe": recipe,  # the loss settings of the run (pivq.train.loop.RECIPE_KEYS)
+        "identity": identity,  # what changes the weights (pivq.train.identity): only this run resumes from here
         "discriminator": None if discriminator is None else discriminator.state_dict(),
         "disc_optimizer": None if disc_optimizer is None else disc_optimizer.state_dict(),
         "aug_generator": None if aug_generator is None else aug_generator.get_state(),
@@ -44,13 +44,7 @@ def save_state(path: Path, *, model, ema, optimizer, generator: torch.Generator,
     save_atomic(payload, path)
 
 
-def load_state(path: Path, config: dict) -> dict:
-    """The saved state; a state from another model configuration is refused, naming what differs."""
-    state = read_checkpoint(path, expect=FORMAT)
-    if state["config"] != config:
-        raise ValueError(
-            f"{path} holds a run of another model configuration "
-            f"(differs in: {config_diff(state['config'], config)}); "
-            "delete it to start over"
-        )
-    return state
+def load_state(path: Path) -> dict:
+    """The saved state (weights only, CRC-checked, errors naming the file). Whether it is the caller's run is
+    its ``identity``'s to say (pivq.train.loop)."""
+    return read_checkpoint(path, expect=FORMAT)

@@ -10,6 +10,7 @@ rule capacity:
     params:
         dataset=dataset_name,
         quantizer=lambda wc: experiment(wc)["quantizer"],
+        spec=train_spec,  # the codes must be this experiment's
     log:
         "logs/capacity_{exp}.log",
     conda:
@@ -26,6 +27,7 @@ rule rate:
         rate="results/metrics/{exp}/rate.json",
     params:
         dataset=dataset_name,
+        spec=train_spec,
     log:
         "logs/rate_{exp}.log",
     benchmark:
@@ -48,6 +50,7 @@ rule probe:
     params:
         dataset=dataset_name,
         probe=lambda wc: experiment(wc)["probe"],
+        spec=train_spec,
     log:
         "logs/probe_{exp}.log",
     benchmark:
@@ -73,6 +76,7 @@ rule code_atlas:
         atlas="results/metrics/{exp}/code_atlas.npz",
     params:
         atlas=lambda wc: experiment(wc)["atlas"],
+        spec=train_spec,
     log:
         "logs/code_atlas_{exp}.log",
     benchmark:

@@ -43,10 +43,9 @@ def dataset_manifest(wildcards):
 
 
 def train_spec(wildcards):
-    """What training reads: the architecture, the schedule and the quantizer."""
-    exp = resolve_experiment(config, wildcards.exp)
-    keys = ("name", "dataset_name", "model_name", "model", "schedule_name", "schedule", "quantizer")
-    return {k: exp[k] for k in keys}
+    """What training reads (pivq.config.training_spec: the architecture, the schedule, the quantizer), as `pivq
+    train` passes it."""
+    return training_spec(resolve_experiment(config, wildcards.exp))
 
 
 def _job(stage, wildcards):

@@ -35,6 +35,7 @@ rule fidelity:
         extractor=extractor_of,
         # a cache shared by every experiment on the dataset, keyed by content: not an output
         reference_cache=lambda wc: f"data/{dataset_name(wc)}/reference_features",
+        spec=train_spec,  # the shards must be this experiment's
     log:
         "logs/fidelity_{exp}.log",
     benchmark:

@@ -9,6 +9,7 @@ rule sample_shard:
         shard="runs/{exp}/samples/shard-{shard}.npz",
     params:
         sample=lambda wc: experiment(wc)["sample"],
+        spec=train_spec,  # the model and codes must be this experiment's
     log:
         "logs/sample_{exp}_{shard}.log",
     benchmark:
@@ -31,6 +32,7 @@ rule interpolation_paths:
         paths="results/metrics/{exp}/interpolation_paths.npz",
     params:
         figure1=lambda wc: experiment(wc)["figure1"],
+        spec=train_spec,
     log:
         "logs/interpolation_paths_{exp}.log",
     benchmark:

@@ -39,6 +39,7 @@ rule encode:
         codes="runs/{exp}/codes.npz",
     params:
         batch_size=lambda wc: experiment(wc)["encode"]["batch_size"],
+        spec=train_spec,  # the model must be this experiment's
     log:
         "logs/encode_{exp}.log",
     benchmark:

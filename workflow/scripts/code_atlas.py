@@ -6,4 +6,4 @@ with to_file(snakemake.log[0], outputs=snakemake.output):
 
     code_atlas(snakemake.input.model, snakemake.input.codes, snakemake.input.manifest, snakemake.input.probe,
                snakemake.params.atlas, snakemake.output.atlas,
-               job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"))
+               job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"), spec=snakemake.params.spec)

@@ -9,4 +9,4 @@ with to_file(snakemake.log[0], outputs=snakemake.output):
     fidelity(snakemake.wildcards.exp, snakemake.params.dataset, snakemake.params.metrics, snakemake.params.extractor,
              list(snakemake.input.shards), snakemake.input.manifest, weights, snakemake.output.metrics,
              job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"),
-             reference_cache=snakemake.params.reference_cache)
+             reference_cache=snakemake.params.reference_cache, spec=snakemake.params.spec)

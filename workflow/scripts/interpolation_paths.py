@@ -6,4 +6,5 @@ with to_file(snakemake.log[0], outputs=snakemake.output):
 
     interpolation_figure_data(snakemake.input.model, snakemake.input.codes, snakemake.input.manifest,
                               snakemake.params.figure1, snakemake.output.paths,
-                              job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"))
+                              job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"),
+                              spec=snakemake.params.spec)

@@ -5,4 +5,5 @@ with to_file(snakemake.log[0], outputs=snakemake.output):
     from pivq.stages import sample_shard
 
     sample_shard(snakemake.input.model, snakemake.input.codes, snakemake.params.sample, int(snakemake.wildcards.shard),
-                 snakemake.output.shard, job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"))
+                 snakemake.output.shard, job=Job.from_snakemake(snakemake, f"experiment {snakemake.wildcards.exp}"),
+                 spec=snakemake.params.spec)

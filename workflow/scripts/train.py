@@ -1,6 +1,8 @@
 from pivq.logs import to_file
 
-with to_file(snakemake.log[0], outputs=snakemake.output):
+# the run folder's outputs (model.pt, options.json) are cleaned by training itself, under the run's lock: a
+# live `pivq train` of the same run may be writing them
+with to_file(snakemake.log[0], outputs=[snakemake.output.training, snakemake.output.curve]):
     from pivq.device import Job
     from pivq.stages import train_model
 
