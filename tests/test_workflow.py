@@ -126,6 +126,17 @@ def test_one_log_per_job_and_a_checkpoint_per_run(tiny_run):
         f"shard-{i}.npz" for i in range(shards)]
 
 
+def test_snakemake_and_the_cli_hand_training_the_same_spec(tiny_run):
+    """options.json records what the train rule passed: pivq.config.training_spec of the resolved experiment, what
+    `pivq train` passes too, so a run's options and identity do not depend on how it was started."""
+    from pivq.config import resolve_experiment, training_spec
+
+    for exp in EXPERIMENTS:
+        options = json.loads((tiny_run["root"] / "runs" / exp / "options.json").read_text())
+        assert options["experiment"] == training_spec(resolve_experiment(tiny_run["params"], exp))
+        assert options["resumed_from_step"] == 0 and len(options["run"]) == 16
+
+
 def test_second_run_has_nothing_to_do(tiny_run):
     second, dry = tiny_run["second"], tiny_run["dry"]
     assert "Nothing to be done" in check(second, "second snakemake --cores 2 all")

@@ -199,7 +199,7 @@ def resolve_extractor_weights(extractor: str, weights_path: str | os.PathLike | 
     if extractor == TOYFACES_CNN:
         if weights_path is None:
             raise ValueError(f"{TOYFACES_CNN} needs the checkpoint written by train_extractor")
-        path = Path(weights_path)
+        path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"feature extractor checkpoint not found: {path}")
         return path
