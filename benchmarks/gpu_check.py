@@ -12,7 +12,7 @@ Lloyd at the paper's window (W x B x L = 1,024,000 vectors of d = 256 into K = 4
 of the device against the CPU. No weights are downloaded: LPIPS's VGG16 trunk and Inception get randomly
 initialised weights files in a temporary TORCH_HOME, so the pipeline's own loading code runs unchanged; the
 times are those of the real networks, the FID values mean nothing. Their hashes are not the published ones, so the
-pipeline would refuse them: the stages run inside pivq.metrics.registry.accept_unpublished_weights (tests and
+pipeline would refuse them: the stages run inside pivq.weights.accept_unpublished_weights (tests and
 benchmarks only), which accepts these two files' own sha256 for this process until the check ends.
 
 Printed for each stage: seconds, images (or steps) per second, peak GPU memory, and the devices the parameters
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def run_check(args: argparse.Namespace, work: Path) -> list[dict]:
     """Every stage in ``work``, with random weights files in ``work/torch_home`` accepted (by their own sha256,
     for this process, until the stages end); returns the result rows (also printed, and written to --out)."""
-    from pivq.metrics.registry import accept_unpublished_weights
+    from pivq.weights import accept_unpublished_weights
 
     os.environ["TORCH_HOME"] = str(work / "torch_home")
     with accept_unpublished_weights(*random_weights(work / "torch_home")):  # benchmark only, never the pipeline

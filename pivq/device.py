@@ -80,7 +80,3 @@ def describe(device: torch.device) -> str:
     props = torch.cuda.get_device_properties(device)
     return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
 
-
-def device_of(module: torch.nn.Module) -> torch.device:
-    """The device of a module's parameters (a stage's models all live on one)."""
-    return next(module.parameters()).device

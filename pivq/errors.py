@@ -4,4 +4,5 @@ importing torch."""
 
 
 class UserError(Exception):
-    """Mixed into the exceptions whose message says what to fix (NoGPUError, RunLockedError, WeightsFileError)."""
+    """Mixed into the exceptions whose message says what to fix: pivq.device.NoGPUError,
+    pivq.train.lock.RunLockedError, pivq.weights.WeightsFileError."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import pivq.train.loop as loop
-from pivq.metrics.registry import WeightsFileError, accept_unpublished_weights
+from pivq.weights import WeightsFileError, accept_unpublished_weights
 from pivq.model.checkpoint import read_checkpoint
 from pivq.model.discriminator import NLayerDiscriminator, build_discriminator, patch_grid
 from pivq.train.diffaug import diff_augment, rand_brightness, rand_translation

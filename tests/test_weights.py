@@ -17,21 +17,19 @@ import numpy as np
 import pytest
 import torch
 
-import pivq.metrics.registry as registry
 import pivq.train.loop as loop
+import pivq.weights as weights
 from pivq.metrics import INCEPTION, compute_features, compute_fidelity
-from pivq.metrics.registry import (
-    INCEPTION_SHA256_PREFIX,
-    INCEPTION_WEIGHTS_FILE,
-    INCEPTION_WEIGHTS_URL,
+from pivq.metrics.registry import (INCEPTION_SHA256_PREFIX, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL,
+                                  create_feature_extractor)
+from pivq.train.losses import VGG16_FILE, VGG16_SHA256_PREFIX, VGG16_URL, build_lpips, check_lpips_weights
+from pivq.weights import (
     WeightsFileError,
     accept_unpublished_weights,
-    create_feature_extractor,
     published_sha256_prefix,
     verify_weights_file,
     weights_sha256,
 )
-from pivq.train.losses import VGG16_FILE, VGG16_SHA256_PREFIX, VGG16_URL, build_lpips, check_lpips_weights
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,8 +155,8 @@ def test_the_check_on_a_small_file_whose_sha256_is_known(tmp_path):
 
 def test_each_file_version_is_hashed_once_per_process(tmp_path, monkeypatch):
     calls = []
-    real = registry.sha256_file
-    monkeypatch.setattr(registry, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = weights.sha256_file
+    monkeypatch.setattr(weights, "sha256_file", lambda p: calls.append(p) or real(p))
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 1000)
     first = weights_sha256(path)
@@ -328,11 +326,11 @@ def test_an_accepted_vgg16_file_gives_lpips_its_tensors(tmp_path, monkeypatch, n
 
 def test_the_override_is_for_tests_and_benchmarks_only():
     """Nothing the pipeline runs (pivq/, workflow/, the Snakefile) calls accept_unpublished_weights; the
-    registry defines it and benchmarks/gpu_check.py uses it for its random weights."""
+    pivq.weights defines it and benchmarks/gpu_check.py uses it for its random weights."""
     sources = [*(REPO / "pivq").rglob("*.py"), *(REPO / "workflow").rglob("*"), REPO / "Snakefile"]
     users = [p.relative_to(REPO).as_posix() for p in sources
              if p.is_file() and "accept_unpublished_weights" in p.read_text(errors="replace")]
-    assert users == ["pivq/metrics/registry.py"]
-    registry_source = (REPO / "pivq" / "metrics" / "registry.py").read_text()
-    assert registry_source.count("accept_unpublished_weights(") == 1  # its definition, no call
+    assert users == ["pivq/weights.py"]
+    weights_source = (REPO / "pivq" / "weights.py").read_text()
+    assert weights_source.count("accept_unpublished_weights(") == 1  # its definition, no call
     assert "accept_unpublished_weights(*random_weights(" in (REPO / "benchmarks" / "gpu_check.py").read_text()

@@ -198,8 +198,17 @@ def read_rows(images: np.ndarray, rows) -> np.ndarray:
     out = np.array(images[rows])
     mm = getattr(images, "_mmap", None)
     if mm is not None and len(out) and images.strides[1:] == out.strides[1:]:  # rows of contiguous pixels
-        _drop_pages(mm, images, np.unique(np.arange(len(images))[rows]))
+        _drop_pages(mm, images, _row_numbers(rows, len(images)))
     return out
+
+
+def _row_numbers(rows, n: int) -> np.ndarray:
+    """The sorted, distinct row numbers an index (an int, a slice or an index array) of ``n`` rows selects; no
+    array of all ``n`` rows is made (this runs once per training step)."""
+    if isinstance(rows, slice):
+        return np.arange(*rows.indices(n))
+    rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    return np.unique(np.where(rows < 0, rows + n, rows))
 
 
 def _drop_pages(mm: mmap.mmap, images: np.ndarray, rows: np.ndarray) -> None:

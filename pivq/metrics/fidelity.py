@@ -45,7 +45,7 @@ from pivq.metrics.prc_chunked import precision_recall
 from pivq.metrics.prdc_chunked import compute_prdc as compute_prdc_chunked
 from pivq.metrics.reference_cache import cached_reference_features
 from pivq.metrics.registry import create_feature_extractor, default_layer, resolve_extractor_weights
-from pivq.metrics.registry import weights_sha256 as weights_sha256_of
+from pivq.weights import weights_sha256 as weights_sha256_of
 
 PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k, as in Kynkaenniemi et al. 2019
 PRC_BATCH_SIZE = 10_000  # torch-fidelity's prc_batch_size: the side of the distance tiles (the same tiles, bit-exact)

@@ -15,9 +15,9 @@ torch-fidelity cuts them, and each tile is ``torch.cdist(row_block, col_block)``
 order in each pass (radii of the fakes: fake x fake; recall: real x fake, compared with the fakes' radii;
 radii of the reals: real x real; precision: fake x real, compared with the reals' radii). cdist of the same
 operands gives the same floats (its mm-or-not choice and the BLAS call depend only on them and on the thread
-count, the same within a process), so every distance is torch-fidelity's. The k+1 smallest of a row are kept by ``topk(largest=False)`` over the running smallest and
-each tile's own smallest; the k+1 smallest of a union are among the k+1 smallest of each part, so the final
-``kthvalue(k + 1)`` over them is the same order statistic of the same multiset of floats as kthvalue over the
+count, the same within a process), so every distance is torch-fidelity's. The k+1 smallest of a row are kept
+by ``topk(largest=False)`` over the running smallest and each tile's own smallest; the k+1 smallest of a
+union are among the k+1 smallest of each part, so the final ``kthvalue(k + 1)`` over them is the same order statistic of the same multiset of floats as kthvalue over the
 whole row (ties and the self-distance included; NaN sorts last in both; only the sign of a zero radius could
 differ, and ``<=`` does not see it). The comparison is the same ``<=`` of the same floats, its "any" over column
 tiles an OR, and the 0/1 flags are averaged as torch-fidelity averages them (float32 ``mean`` on the CPU; the

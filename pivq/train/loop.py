@@ -64,6 +64,7 @@ LOSSES = ["l1", "codebook+commitment"]  # the terms of the L1 + VQ recipe (toy);
 LOG_COLUMNS = ["step", "loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "k_data", "k_img_max",
                "k_img_mean", "quantized", "adversarial"]
 _SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_adv")
+RUN_FILES = ("model.pt", "options.json", "train_log.csv")  # a run's files beside its checkpoint (set aside with it)
 
 
 @dataclass(frozen=True)
@@ -172,14 +173,14 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     identity = run_identity(experiment, data.manifest["files"])
     ckpt = run_dir / "checkpoints" / "latest.pt"
     # temporaries of writes cut short by a killed earlier run; no other process writes here while we hold the lock
-    for stale in remove_stale_temporaries([ckpt, *(run_dir / f for f in ("model.pt", "options.json", "train_log.csv"))]):
+    for stale in remove_stale_temporaries([ckpt, *(run_dir / f for f in RUN_FILES)]):
         log.info("removed %s, left by a killed earlier attempt", stale)
     state = _own_checkpoint(ckpt, identity, sched.steps, run_dir)
     software = {**software_versions(), "cuda": torch.version.cuda}
     write_json(run_dir / "options.json", {"experiment": experiment, "run": identity_hash(identity),
                                           "identity": identity, "losses": losses, "device": str(dev),
                                           "threads": threads, "resumed_from_step": state["step"] if state else 0,
-                                          "dataset_manifest": data.manifest["files"], "software": software})
+                                          "software": software})  # (the dataset's hashes: identity.dataset_files)
 
     torch.manual_seed(sched.seed)
     model = PIVQ(cfg).to(dev)
@@ -336,7 +337,7 @@ def _own_checkpoint(ckpt: Path, identity: dict, steps: int, run_dir: Path) -> di
         why = "another run: " + "; ".join(identity_diff(found, identity))
     aside = run_dir / "superseded" / f"{time.strftime('%Y%m%d-%H%M%S')}-{identity_hash(found) if found else 'old'}"
     aside.mkdir(parents=True, exist_ok=True)
-    for path in (ckpt, *(run_dir / f for f in ("model.pt", "options.json", "train_log.csv"))):
+    for path in (ckpt, *(run_dir / f for f in RUN_FILES)):
         if path.exists():
             path.replace(aside / path.name)
     log.warning("%s is %s. Moved it, with that run's model.pt, options.json and train_log.csv, to %s; "

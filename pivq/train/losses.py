@@ -10,7 +10,7 @@ cache (``<torch hub dir>/checkpoints/vgg16-397923af.pth``; the hub dir is ``$TOR
 defaulting to ``~/.cache/torch``), or download them, and unpickle them with ``weights_only=False`` (any code in
 the file would run). ``build_lpips`` never lets torchvision see the file: it raises FileNotFoundError naming it
 when it is missing (nothing is ever downloaded), checks that its sha256 begins with the published ``397923af``
-(pivq.metrics.registry.WeightsFileError otherwise, never unpickled), loads it itself with
+(pivq.weights.WeightsFileError otherwise, never unpickled), loads it itself with
 ``torch.load(weights_only=True)`` and copies the convolutions into ``lpips.LPIPS(net="vgg", pnet_rand=True)``:
 the same network, parameter for parameter. The LPIPS linear layers ship inside the lpips wheel.
 ``random_trunk=True`` (tests and benchmarks only) keeps the randomly initialised trunk and needs no file.
@@ -67,9 +67,9 @@ def _vgg16_remedy(path: Path) -> str:
 
 def check_lpips_weights() -> Path:
     """The VGG16 trunk weights file, verified: FileNotFoundError naming it when missing (nothing is downloaded),
-    pivq.metrics.registry.WeightsFileError when its sha256 does not begin with ``397923af`` (hashed once per
+    pivq.weights.WeightsFileError when its sha256 does not begin with ``397923af`` (hashed once per
     process: about 0.55 s for the 528 MiB file)."""
-    from pivq.metrics.registry import verify_weights_file
+    from pivq.weights import verify_weights_file
 
     path = vgg16_weights_path()
     if not path.is_file():
@@ -93,7 +93,7 @@ def build_lpips(random_trunk: bool = False, seed: int = 0) -> nn.Module:
     """
     if random_trunk:
         return copy.deepcopy(_lpips_prototype(True, seed))
-    from pivq.metrics.registry import weights_sha256
+    from pivq.weights import weights_sha256
 
     path = check_lpips_weights()
     return copy.deepcopy(_lpips_pretrained(str(path), weights_sha256(path)))
@@ -120,7 +120,7 @@ def _lpips_pretrained(path: str, sha256: str) -> nn.Module:
     """LPIPS with the trunk from the VGG16 file ``path`` (of that ``sha256``: the cache key), never unpickled
     by torchvision: its ``features.<i>.*`` tensors go to lpips's slices, which hold torchvision's
     ``features[i]`` under ``slice<k>.<i>`` (the classifier's are not used)."""
-    from pivq.metrics.registry import WeightsFileError, load_verified_state_dict
+    from pivq.weights import WeightsFileError, load_verified_state_dict
 
     state = load_verified_state_dict(path, VGG16_SHA256_PREFIX, "LPIPS's VGG16", _vgg16_remedy(Path(path)))
     net = _build(True, 0)  # the trunk's random values are all overwritten below
