@@ -40,10 +40,10 @@ def main() -> None:
     torch.set_num_threads(1)
     exp = resolve_experiment(load_params(REPO / "params.yaml"), args.experiment)
     sched = Schedule.from_dict(exp["schedule"])
-    cfg = ModelConfig.from_dict(exp["model"], quantizer=exp["quantizer"], beta=sched.beta_commit)
+    cfg = ModelConfig.of_experiment(exp)
     model = PIVQ(cfg)
     ema = copy.deepcopy(model)
-    disc = build_discriminator(sched.disc_ndf, sched.disc_layers, cfg.resolution, 0)
+    disc = build_discriminator(sched.disc_ndf, sched.disc_layers, cfg.resolution, 0, sched.disc_init)
     opts = []
     for net in (model, disc):  # one step on zero gradients: Adam's state has its full size
         opt = torch.optim.Adam(net.parameters(), betas=sched.adam_betas)

@@ -137,7 +137,7 @@ def _child(spec: dict) -> None:
         "start_kib": start_kib, "start_anon_kib": start_anon_kib,
         "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "peak_anon_kib": sampler.anon_kib, "peak_file_kib": sampler.file_kib,
-        "precision": result["precision"], "recall": result["recall"], **prc,
+        "precision": result["precision_torch_fidelity"], "recall": result["recall_torch_fidelity"], **prc,
     }))
 
 
@@ -225,7 +225,8 @@ def main() -> None:
             run = Path(tempfile.mkdtemp(prefix=f"run-{count}-", dir=tmp))  # a fresh, empty cache each time
             spec = {"threads": a.threads, "prc": a.prc, "dataset": inputs["dataset"], "weights": inputs["weights"],
                     "shards": inputs["shards"][count], "out": str(run / "fidelity.json"), "cache": str(run / "cache"),
-                    "metrics": {"n_real": count, "nearest_k": 5, "batch_size": a.batch_size, "seed": 0}}
+                    "metrics": {"n_real": count, "reference": "train", "reference_rows": "random", "nearest_k": 3,
+                                "batch_size": a.batch_size, "seed": 0}}
             proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True,
                                   text=True)
             if proc.returncode != 0:
@@ -236,7 +237,7 @@ def main() -> None:
           f"{a.threads} thread(s), CPU, precision/recall by {a.prc}\n")
     print("| samples | real images | both image sets would take | peak RSS (ru_maxrss) | RSS at the stage's start "
           "(anonymous) | peak anonymous RSS | peak file-backed RSS | P/R step: anonymous RSS at start -> peak (added) "
-          "| P/R time | precision, recall | stage time |")
+          "| P/R time | precision, recall (torch-fidelity's, the step measured) | stage time |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         images_kib = (r["n_fake"] + r["n_real"]) * IMAGE_BYTES / 1024

@@ -107,7 +107,8 @@ def bench(name: str, preset: dict, batch: int, device: str, repeats: int, n_trai
 
     @torch.no_grad()
     def sample_before(seed: int):  # generate_shard's batch before issue 6: one interpolate() per sample
-        return to_uint8(model.decode_indices(code_sets_per_sample(train_codes, batch, seed).to(device)))
+        return to_uint8(model.decode_indices(code_sets_per_sample(train_codes, batch, seed).to(device)),
+                        model.cfg.pixel_range)
 
     with torch.no_grad():
         decoded = model.decode_indices(indices)
@@ -123,7 +124,7 @@ def bench(name: str, preset: dict, batch: int, device: str, repeats: int, n_trai
                 times[key].append(t)
         parts = {"sets per sample": lambda: code_sets_per_sample(train_codes, batch, seed),
                  "sets batched": lambda: code_sets_batched(train_codes, batch, seed, cfg.codebook_size),
-                 "to uint8": lambda: to_uint8(decoded)}
+                 "to uint8": lambda: to_uint8(decoded, model.cfg.pixel_range)}
         for key, fn in parts.items():
             t = timed(fn, device)
             if r:

@@ -257,6 +257,21 @@ def validate_params(params: dict, source: str = "params.yaml", schema_path: str 
             )
         if exp["sample"]["shards"] > exp["sample"]["n"]:
             problems.append(f"experiments.{name}.sample.shards: more shards than samples")
+        metrics = exp["metrics"]
+        if metrics["nearest_k"] >= metrics["n_real"]:
+            problems.append(f"experiments.{name}.metrics.nearest_k: k = {metrics['nearest_k']} needs more real "
+                            f"images than metrics.n_real = {metrics['n_real']}")
+        if metrics["nearest_k"] >= exp["sample"]["n"]:
+            problems.append(f"experiments.{name}.metrics.nearest_k: k = {metrics['nearest_k']} needs more samples "
+                            f"than sample.n = {exp['sample']['n']}")
+        if dataset["kind"] == "toyfaces":  # its split sizes are parameters: the reference set is checked here
+            held = {"all": dataset["n_train"] + dataset["n_test"], "train": dataset["n_train"],
+                    "test": dataset["n_test"]}[metrics["reference"]]
+            if metrics["n_real"] > held:
+                what = {"all": "n_train + n_test", "train": "n_train", "test": "n_test"}[metrics["reference"]]
+                problems.append(f"experiments.{name}.metrics.n_real: {metrics['n_real']} real images, but "
+                                f"metrics.reference {metrics['reference']} of datasets.{exp['dataset']} holds "
+                                f"{held} ({what}); the real set is never cut short")
         if exp["atlas"]["codes"] > model["codes"]:
             problems.append(f"experiments.{name}.atlas.codes: {exp['atlas']['codes']} codes cannot be swapped into "
                             f"a set of L = {model['codes']} (models.{exp['model']}.codes)")

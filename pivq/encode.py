@@ -12,7 +12,7 @@ from tqdm import tqdm
 from pivq.data.prepared import ImageRows
 from pivq.io import atomic_path
 from pivq.model import PIVQ
-from pivq.model.pixels import to_float
+from pivq.model.pixels import span, to_float
 
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool):
@@ -29,22 +29,24 @@ def encode_images(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int =
     rows = images if isinstance(images, ImageRows) else ImageRows(images)  # RSS stays a batch's (read_rows)
     out = np.empty((len(images), model.cfg.codes), dtype=np.int32)
     for sl in _batches(len(images), batch_size, "encode", progress):
-        out[sl] = model.codes_of(to_float(rows[sl], dev)).cpu().numpy()
+        out[sl] = model.codes_of(to_float(rows[sl], dev, model.cfg.pixel_range)).cpu().numpy()
     return out
 
 
 @torch.no_grad()
 def reconstruction_l1(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int = 256) -> dict:
-    """Mean absolute error (pixels in [-1, 1]) of the quantized reconstructions of ``images``, beside a
-    constant-image baseline (the mean image of the same set: the best constant in L2, a fair floor in L1).
+    """Mean absolute error of the quantized reconstructions of ``images``, beside a constant-image baseline (the
+    mean image of the same set: the best constant in L2, a fair floor in L1). Both are in units of pixels in
+    [-1, 1] whatever the model's pixel_range (a [0, 1] model's error is doubled), so runs of either range compare.
 
     ``images``: uint8 (N, H, W, 3), or an ImageRows view of a memmap, read one batch at a time."""
     dev = next(model.parameters()).device
+    pixel_range = model.cfg.pixel_range
     images = images if isinstance(images, ImageRows) else ImageRows(images)
     total, n = 0.0, 0
     mean_image = torch.zeros(3, model.cfg.resolution, model.cfg.resolution, dtype=torch.float64)
     for sl in _batches(len(images), batch_size, "reconstruct", False):
-        x = to_float(images[sl], dev)
+        x = to_float(images[sl], dev, pixel_range)
         rec = model.decode_indices(model.codes_of(x))
         total += (rec - x).abs().sum().item()
         n += x.numel()
@@ -52,8 +54,10 @@ def reconstruction_l1(model: PIVQ, images: np.ndarray | ImageRows, batch_size: i
     mean_image /= len(images)
     baseline = 0.0
     for sl in _batches(len(images), batch_size, "baseline", False):
-        baseline += (to_float(images[sl], torch.device("cpu")).double() - mean_image).abs().sum().item()
-    return {"test_l1": total / n, "constant_baseline_l1": baseline / n, "n_images": len(images)}
+        baseline += (to_float(images[sl], torch.device("cpu"), pixel_range).double() - mean_image).abs().sum().item()
+    to_symmetric = 2.0 / span(pixel_range)
+    return {"test_l1": total / n * to_symmetric, "constant_baseline_l1": baseline / n * to_symmetric,
+            "n_images": len(images)}
 
 
 def save_codes(path: str | Path, codes: np.ndarray, split: np.ndarray, codebook_size: int, experiment: str = "",

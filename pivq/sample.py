@@ -138,7 +138,8 @@ def generate_shard(model: PIVQ, train_codes: np.ndarray, n: int, shards: int, sh
         sets = _interpolate_rows(np.asarray(train_codes[pairs[batch, 0]], dtype=np.int64),
                                  np.asarray(train_codes[pairs[batch, 1]], dtype=np.int64),
                                  [sample_generator(seed, int(i)) for i in batch])
-        out[start : start + len(batch)] = to_uint8(model.decode_indices(torch.from_numpy(sets).to(dev)))
+        decoded = model.decode_indices(torch.from_numpy(sets).to(dev))
+        out[start : start + len(batch)] = to_uint8(decoded, model.cfg.pixel_range)
     return {"images": out, "pairs": pairs[indices], "sample_index": indices}
 
 
@@ -319,7 +320,8 @@ def interpolation_paths(model: PIVQ, codes: np.ndarray, images: np.ndarray, pair
         for _ in range(paths):
             path = smooth_path(torch.from_numpy(codes[a]).long(), torch.from_numpy(codes[b]).long(), gen)
             pick = np.linspace(0, len(path) - 1, steps).round().astype(int)
-            decoded = to_uint8(model.decode_indices(torch.stack([path[i] for i in pick]).to(dev)))
+            decoded = model.decode_indices(torch.stack([path[i] for i in pick]).to(dev))
+            decoded = to_uint8(decoded, model.cfg.pixel_range)
             row.append(np.concatenate([images[a][None], decoded, images[b][None]]))
         rows.append(np.stack(row))
     return np.stack(rows)

@@ -30,15 +30,14 @@ log = logging.getLogger(__name__)
 
 def _model(model_path: str | Path, spec: dict | None, device, data=None):
     """The stage's model on ``device``; with ``spec``, checked to be the experiment's: its architecture (the
-    preset, the quantizer, beta), the experiment it was trained for and, where the stage reads the dataset too,
+    preset, the quantizer, the VQ loss), the experiment it was trained for and, where the stage reads the dataset too,
     the dataset's hashes it was trained on."""
     from pivq.model import ModelConfig
     from pivq.model.checkpoint import load_model
 
     expect = None
     if spec is not None:
-        expect = ModelConfig.from_dict(spec["model"], quantizer=spec["quantizer"],
-                                       beta=spec["schedule"]["beta_commit"]).to_dict()
+        expect = ModelConfig.of_experiment(spec).to_dict()
     model = load_model(model_path, expect_config=expect, device=device)
     if spec is not None:
         trained_for = model.meta.get("experiment")
@@ -213,33 +212,76 @@ def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str 
             np.savez_compressed(f, **arrays)
 
 
+REFERENCE_SPLITS = {"all": "train + test", "train": "train", "test": "test"}
+
+
+def reference_rows(data, metrics: dict, experiment: str) -> tuple[np.ndarray, dict]:
+    """The real (reference) set of FID/PRDC: row indices of ``data`` (ascending) and what the fidelity JSON records
+    of them, ``{"split", "rows", "n", "of"}``.
+
+    ``metrics["reference"]``: "all" (every row, train + test, as UT's get_datasets without a validation split),
+    "train" or "test"; ``metrics["reference_rows"]``: "first" (the first n_real of those rows in the prepared
+    order, as UT's NoClassDataset takes the first n_samples) or "random" (n_real of them drawn without replacement
+    with ``metrics["seed"]``, then sorted). More than the split holds is an error naming
+    ``experiments.<experiment>.metrics.n_real``, never a silent cut; the split's labels are all it reads.
+    """
+    split, how, n = metrics["reference"], metrics["reference_rows"], metrics["n_real"]
+    if split not in REFERENCE_SPLITS:
+        raise ValueError(f"experiments.{experiment}.metrics.reference: {split!r} is not one of "
+                         f"{sorted(REFERENCE_SPLITS)}")
+    if how not in ("first", "random"):
+        raise ValueError(f"experiments.{experiment}.metrics.reference_rows: {how!r} is not 'first' or 'random'")
+    pool = np.arange(len(data), dtype=np.int64) if split == "all" else data.indices(split)
+    if n > len(pool):
+        raise ValueError(f"experiments.{experiment}.metrics.n_real = {n}, but {data.root} holds {len(pool)} "
+                         f"{REFERENCE_SPLITS[split]} images (metrics.reference: {split}): the real set is never cut "
+                         f"short; lower n_real or choose another reference")
+    if how == "first":
+        rows = pool[:n]
+    else:
+        rows = np.sort(np.random.default_rng(metrics["seed"]).choice(pool, size=n, replace=False))
+    return rows, {"split": split, "rows": how, "n": int(n), "of": int(len(pool))}
+
+
 def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard_paths: list[str | Path],
              dataset_dir: str | Path, extractor_weights: str | Path | None, out_path: str | Path,
              job: Job = Job(), reference_cache: str | Path | None = None, spec: dict | None = None) -> dict:
-    """FID, precision, recall, density, coverage of the samples against training images.
+    """FID, precision, recall, density, coverage of the samples against the reference images, all four k-NN
+    metrics at ``metrics.nearest_k`` (pivq.metrics.fidelity).
 
-    ``reference_cache``: a folder of reference-set features keyed by content (the rules use
-    data/<dataset>/reference_features/, shared by every experiment on that dataset); None extracts them anew.
-    Both image sets are read ``metrics.batch_size`` images at a time (the shards in place, the training images
-    from the memmap), so images take one batch of host memory whatever the sample count (the features and the
-    metrics' distance blocks still grow with it: pivq.metrics.fidelity says by how much).
+    The reference set is :func:`reference_rows`'s (``metrics.reference``, ``reference_rows``, ``n_real``), checked
+    against the dataset's split labels before the images are hashed or any feature is computed; the JSON records
+    it as "reference" ({"split", "rows", "n", "of"}). ``reference_cache``: a folder of reference-set features keyed
+    by content (the rules use data/<dataset>/reference_features/, shared by every experiment on that dataset);
+    None extracts them anew. Both image sets are read ``metrics.batch_size`` images at a time (the shards in
+    place, the reference images from the memmap), so images take one batch of host memory whatever the sample
+    count (the features and the metrics' distance blocks still grow with it: pivq.metrics.fidelity says by how
+    much).
     """
     from pivq.data import ImageRows, PreparedDataset
+    from pivq.data.prepared import TABLE_FILES
     from pivq.metrics import compute_fidelity
     from pivq.sample import ShardImages, check_shards
 
     device = job.start()
+    k = metrics["nearest_k"]
+    if k >= metrics["n_real"]:
+        raise ValueError(f"experiments.{name}.metrics.nearest_k = {k} needs more real images than that, "
+                         f"metrics.n_real is {metrics['n_real']}")
     check_shards(shard_paths, experiment=None if spec is None else spec["name"])  # one sample set, this experiment's
     fake = ShardImages(shard_paths)  # headers only: counts and shapes now, a truncated shard refused by name
-    data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
+    if k >= len(fake):
+        raise ValueError(f"experiments.{name}.metrics.nearest_k = {k} needs more samples than the {len(fake)} in "
+                         f"{shard_paths[0]} and its sibling shards")
+    data = PreparedDataset(dataset_dir)
+    data.verify(TABLE_FILES)  # the split labels the reference set is drawn by, against the manifest
+    real_rows, reference = reference_rows(data, metrics, name)  # too many: refused before hashing the images
+    data.verify(("images.npy",))  # sha256 against the manifest
     if fake.shape[1:] != data.images.shape[1:]:
         raise ValueError(f"the samples in {shard_paths[0]} are {fake.shape[1:]} images, {data.root}'s "
                          f"{data.images.shape[1:]}: not samples of this dataset's model")
-    train = _split_rows(data, "train", metrics["nearest_k"] + 1, "the reference set of FID/PRDC")
-    rng = np.random.default_rng(metrics["seed"])
-    real_idx = np.sort(rng.choice(train, size=min(metrics["n_real"], len(train)), replace=False))
-    result = compute_fidelity(ImageRows(data.images, real_idx), fake, extractor=extractor["name"],
-                              weights_path=extractor_weights, nearest_k=metrics["nearest_k"],
+    result = compute_fidelity(ImageRows(data.images, real_rows), fake, extractor=extractor["name"],
+                              weights_path=extractor_weights, nearest_k=k,
                               batch_size=metrics["batch_size"], seed=metrics["seed"],
                               device=str(device),
                               reference_cache=reference_cache)
@@ -247,7 +289,7 @@ def fidelity(name: str, dataset_name: str, metrics: dict, extractor: dict, shard
     # a hit or a miss is how the run went, not a result: the log says it, the JSON stays the same either way
     log.info("reference features: cache %s, key %s", result.pop("reference_features_cache"),
              result["reference_features_key"])
-    result = {"experiment": name, "dataset": dataset_name, "real_split": "train", **result}
+    result = {"experiment": name, "dataset": dataset_name, "reference": reference, **result}
     write_json(out_path, result)
     return result
 
@@ -312,4 +354,4 @@ def report_figures(experiments: dict, report: dict, metrics_dir: str | Path, out
 
     fig = report["figures"]
     return build_figures(experiments, Path(metrics_dir), Path(out_dir), dpi=fig["dpi"], formats=fig["formats"],
-                         top_attributes=fig["top_attributes"])
+                         top_attributes=fig["top_attributes"], probe_order=fig["probe_order"])

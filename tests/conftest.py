@@ -22,9 +22,11 @@ TINY_SCHEDULE = {
     "steps": 60,
     "batch_size": 8,
     "lr_per_sample": 2.5e-4,
-    "adam_betas": [0.9, 0.99],
+    "adam_betas": [0.9, 0.999],
     "ema_beta": 0.8,
-    "beta_commit": 0.25,
+    "ema_every": 1,
+    "vq_loss": "unleashing",
+    "vq_beta": 0.25,
     "quantize_start": 20,
     "init_window": 4,
     "init_repeats": 2,
@@ -39,6 +41,8 @@ TINY_SCHEDULE = {
     "diffaug": ["color", "translation"],
     "disc_layers": 3,
     "disc_ndf": 64,
+    "disc_init": "pytorch",
+    "data_order": "epochs",
 }
 
 
@@ -96,7 +100,7 @@ def make_model():
     from pivq.model import PIVQ, ModelConfig
 
     def make(seed: int = 0, quantizer: str = "matching", init_codebook: bool = True, **overrides) -> PIVQ:
-        cfg = ModelConfig.from_dict({**TINY_MODEL, **overrides}, quantizer=quantizer)
+        cfg = ModelConfig.from_dict({"vq_loss": "unleashing", **TINY_MODEL, **overrides}, quantizer=quantizer)
         torch.manual_seed(seed)
         model = PIVQ(cfg).eval()
         if init_codebook:

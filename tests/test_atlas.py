@@ -176,7 +176,7 @@ def test_decode_gives_the_reconstruction_and_a_different_swapped_image(make_mode
     assert atlas["original"].dtype == np.uint8 and atlas["original"].shape == (2, 2, 3, 16, 16, 3)
     with torch.no_grad():
         direct = model.decode_indices(torch.from_numpy(plan.original_codes[1, 0]))
-    expected = ((direct.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    expected = (direct.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # a [0, 1] model
     np.testing.assert_array_equal(atlas["original"][1, 0], expected)
     change = np.abs(atlas["original"].astype(int) - atlas["swapped"].astype(int)).reshape(12, -1).max(axis=1)
     assert (change > 0).all()  # every swap changes the decoded image
@@ -194,7 +194,7 @@ def stage_inputs(toyfaces16, tmp_path, make_model):
     from pivq.model.checkpoint import save_model
 
     root = tmp_path / "inputs"
-    model = make_model()
+    model = make_model(pixel_range="symmetric")  # untrained: [-1, 1] inputs spread its code sets wider than [0, 1]
     save_model(root / "model.pt", model, model, meta={})
     data = PreparedDataset(toyfaces16)
     codes = encode_images(model, np.array(data.images), progress=False)

@@ -75,6 +75,8 @@ def _delete(d: dict, dotted: str) -> None:
     del d[last]
 
 
+SAMPLE_3 = {"n": 3, "shards": 1, "batch_size": 100, "seed": 1}  # three samples: no more than nearest_k = 3
+
 # (description, mutation as (dotted key, value) or ("del", dotted key), substrings the message must contain)
 CASES = [
     ("wrong type", ("schedules.toy.steps", "1600"), ["schedules.toy.steps"]),
@@ -110,6 +112,14 @@ CASES = [
     ("a GPU model without a GPU", ("resources.embedded.train.gpu_model", "h100"),
      ["resources.embedded.train.gpu_model"]),
     ("a stage missing from a preset", ("del", "resources.embedded.code_atlas"), ["resources.embedded", "code_atlas"]),
+    ("more real images than toyfaces holds", ("experiments.toy_matching.metrics.n_real", 5001),
+     ["experiments.toy_matching.metrics.n_real: 5001 real images", "holds 5000 (n_train + n_test)"]),
+    ("nearest_k not below n_real", ("experiments.toy_nearest.metrics.n_real", 3),
+     ["experiments.toy_nearest.metrics.nearest_k: k = 3 needs more real images than metrics.n_real = 3"]),
+    ("nearest_k not below the sample count", ("experiments.toy_matching.sample", {**SAMPLE_3}),
+     ["experiments.toy_matching.metrics.nearest_k: k = 3 needs more samples than sample.n = 3"]),
+    ("unknown reference split", ("experiments.toy_matching.metrics.reference", "val"),
+     ["experiments.toy_matching.metrics.reference"]),
 ]
 
 
@@ -221,6 +231,26 @@ def test_the_unmodified_copy_is_valid(params):
     assert base == params  # validation does not modify
 
 
+@pytest.mark.parametrize("reference,held,what", [("all", 5000, "n_train + n_test"), ("train", 4000, "n_train"),
+                                                 ("test", 1000, "n_test")])
+def test_toyfaces_n_real_is_checked_against_its_reference_split(params, reference, held, what):
+    """toyfaces' split sizes are parameters: n_real up to what metrics.reference holds validates, one more is
+    refused naming experiments.<exp>.metrics.n_real (the fidelity stage checks the other datasets' real counts)."""
+    assert params["datasets"]["toyfaces32"]["n_train"] == 4000 and params["datasets"]["toyfaces32"]["n_test"] == 1000
+    ok = copy.deepcopy(params)
+    ok["experiments"]["toy_matching"]["metrics"].update(reference=reference, n_real=held)
+    validate_params(ok)
+    ok["experiments"]["toy_matching"]["metrics"]["n_real"] = held + 1
+    with pytest.raises(ParamsError) as err:
+        validate_params(ok, source="test.yaml")
+    assert (f"test.yaml: experiments.toy_matching.metrics.n_real: {held + 1} real images, but metrics.reference "
+            f"{reference} of datasets.toyfaces32 holds {held} ({what})") in str(err.value), str(err.value)
+    # a real dataset's count is unknown until prepared: not checked here
+    big = copy.deepcopy(params)
+    big["experiments"]["celebahq256"]["metrics"]["n_real"] = 10 ** 6
+    validate_params(big)
+
+
 def test_l_equal_k_and_nearest_with_l_above_k_are_fine(params):
     ok = copy.deepcopy(params)
     ok["models"]["toy32"]["codes"] = ok["models"]["toy32"]["codebook_size"]
@@ -308,8 +338,8 @@ def test_seed_bounds_are_what_every_consumer_takes(params):
 
 
 def test_an_integer_beyond_64_bits_is_refused_anywhere_a_number_goes(params):
-    message = _rejected(params, ("schedules", "toy", "beta_commit"), 2 ** 70)
-    assert "schedules.toy.beta_commit: an integer of 71 bits does not fit in 64" in message, message
+    message = _rejected(params, ("schedules", "toy", "vq_beta"), 2 ** 70)
+    assert "schedules.toy.vq_beta: an integer of 71 bits does not fit in 64" in message, message
 
 
 def test_settings_well_beyond_the_papers_are_inside_the_bounds(params):

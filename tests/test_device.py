@@ -24,7 +24,8 @@ EXPERIMENT = "experiment toy_matching"
 SAMPLE = {"n": 8, "shards": 1, "seed": 3, "batch_size": 4}
 FIGURE1 = {"pairs": 1, "paths": 1, "steps": 3, "seed": 0}
 ATLAS = {"attributes": 1, "images": 1, "codes": 1, "seed": 0}
-METRICS = {"n_real": 20, "nearest_k": 3, "batch_size": 10, "seed": 0}
+METRICS = {"n_real": 20, "reference": "all", "reference_rows": "first", "nearest_k": 3, "batch_size": 10,
+           "seed": 0}
 
 
 @pytest.fixture(scope="module")

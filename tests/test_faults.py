@@ -31,6 +31,7 @@ from pivq.data import PreparedDataset, prepare_toyfaces, write_prepared, write_p
 from pivq.encode import load_codes, save_codes
 from pivq.io import atomic_path, remove_stale_temporaries, write_json
 from pivq.logs import to_file
+from pivq.model import ModelConfig
 from pivq.model.checkpoint import load_model, read_checkpoint, save_atomic, save_model
 from pivq.sample import load_sample_images, save_shard
 from pivq.train import train
@@ -225,7 +226,7 @@ def test_checkpoints_load_weights_only_and_another_preset_is_named(model_file, p
     with pytest.raises(ValueError, match=str(foreign)) as err:
         load_model(foreign)
     assert "weights_only" in str(err.value) or "Unsupported global" in str(err.value), err.value
-    toy32 = {**params["models"]["toy32"], "quantizer": "matching", "beta": 0.25}
+    toy32 = ModelConfig.from_dict(params["models"]["toy32"], quantizer="matching").to_dict()
     with pytest.raises(ValueError) as err:
         load_model(model_file, expect_config=toy32)
     ours = read_checkpoint(model_file)["config"]
@@ -350,7 +351,8 @@ def test_sigkill_during_fidelity_reuses_the_cached_reference_features(kill_at, e
     shards = [tmp_path / f"shard-{k}.npz" for k in range(2)]
     for k, shard in enumerate(shards):
         stages.sample_shard(model, codes, SAMPLE, k, shard)
-    metrics = {"n_real": 40, "nearest_k": 3, "batch_size": 20, "seed": 0}
+    metrics = {"n_real": 40, "reference": "all", "reference_rows": "first", "nearest_k": 3, "batch_size": 20,
+               "seed": 0}
 
     def fidelity(out: Path, cache: Path, child: bool = False) -> None:
         kwargs = {"name": "toy", "dataset_name": "toyfaces16", "metrics": metrics, "extractor": settings,

@@ -129,6 +129,7 @@ def test_diffaugment_shapes_ranges_determinism_and_gradients():
 
 
 def test_patchgan_discriminator_shape_init_and_rng():
+    """Shape, both initialisations (UT's PyTorch default, taming's), and the caller's RNG left alone."""
     disc = NLayerDiscriminator(ndf=64, layers=3)
     assert disc(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 6, 6) and patch_grid(64, 3) == 6
     assert patch_grid(256, 3) == 30  # taming's 30x30 patches at 256px
@@ -140,8 +141,20 @@ def test_patchgan_discriminator_shape_init_and_rng():
     assert torch.equal(torch.random.get_rng_state(), before)  # built in a forked RNG
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
-    assert abs(convs[0].weight.std().item() - 0.02) > 0  # (taming init applied by build_discriminator)
-    assert a.main[0].weight.std().item() == pytest.approx(0.02, rel=0.2)
+    # disc_init "pytorch" (UT's, the default): exactly PyTorch's own initialisation, BatchNorm weights all 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        plain = NLayerDiscriminator(8, 2)
+    for (name, p), q in zip(a.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert torch.equal(a.main[3].weight, torch.ones(16))
+    # disc_init "taming": conv N(0, 0.02), BatchNorm weight N(1, 0.02), biases 0
+    t = build_discriminator(8, 2, 16, seed=5, init="taming")
+    assert t.main[0].weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert a.main[0].weight.std().item() > 0.05  # kaiming-uniform: 1 / sqrt(3 fan_in) = 0.083 at fan_in 48
+    assert 0 < (t.main[3].weight - 1).abs().max() < 0.1 and torch.equal(t.main[0].bias, torch.zeros(8))
+    with pytest.raises(ValueError, match="disc_init"):
+        build_discriminator(8, 2, 16, seed=5, init="xavier")
     with pytest.raises(ValueError, match="disc_layers"):
         build_discriminator(8, 3, 16, seed=0)  # 16px -> an empty logit map
 
@@ -233,15 +246,15 @@ def test_sigterm_resume_is_exact_with_the_discriminator_active(adv_run, adv_expe
     """Stopped at step 9 (after the checkpoint at 6 and both codebook inits, adversarial since 4, mid log
     window), then rerun: the same weights, discriminator, augmentation generator and log as run A."""
     run_a, summary_a = adv_run
-    calls, original = {"n": 0}, loop.ema_update
+    calls, original = {"n": 0}, loop.to_float  # called once per step, as it reads the batch
 
-    def ema_update(ema, model, beta):
-        original(ema, model, beta)
+    def to_float(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 9:
             os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "ema_update", ema_update)
+    monkeypatch.setattr(loop, "to_float", to_float)
     with pytest.raises(loop.Preempted):
         _run(adv_experiment, toyfaces16, tmp_path, perceptual_random_trunk=True)
     monkeypatch.undo()

@@ -6,6 +6,8 @@ one of four quadrants; each is a label the extractor must learn. Images are 16x1
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -117,8 +119,10 @@ def test_load_extractor_errors_name_the_file(tmp_path):
         load_extractor(other)
 
 
-def test_torch_fidelity_registration_and_equivalence(trained, real_images):
-    """calculate_metrics runs with the registered extractor and gives compute_fidelity's numbers."""
+@pytest.mark.parametrize("k", [3, 6])
+def test_torch_fidelity_registration_and_equivalence(trained, real_images, k):
+    """calculate_metrics runs with the registered extractor and gives compute_fidelity's FID, and its precision/recall
+    at prc_neighborhood = k are the "_torch_fidelity" keys at nearest_k = k."""
     import torch_fidelity
 
     path, _ = trained
@@ -128,22 +132,24 @@ def test_torch_fidelity_registration_and_equivalence(trained, real_images):
     tf = torch_fidelity.calculate_metrics(
         input1=ImageArrayDataset(fake), input2=ImageArrayDataset(real_images), fid=True, prc=True,
         feature_extractor=TOYFACES_CNN, feature_extractor_weights_path=str(path),
-        cuda=False, cache=False, verbose=False, save_cpu_ram=True, batch_size=64,
+        cuda=False, cache=False, verbose=False, save_cpu_ram=True, batch_size=64, prc_neighborhood=k,
     )
-    ours = compute_fidelity(real_images, fake, TOYFACES_CNN, path, batch_size=64)
+    ours = compute_fidelity(real_images, fake, TOYFACES_CNN, path, nearest_k=k, batch_size=64)
     assert ours["fid"] == pytest.approx(tf["frechet_inception_distance"], rel=1e-4, abs=1e-4)
-    assert ours["precision"] == tf["precision"] and ours["recall"] == tf["recall"]
+    assert ours["nearest_k"] == k
+    assert ours["precision_torch_fidelity"] == tf["precision"] and ours["recall_torch_fidelity"] == tf["recall"]
 
 
 def test_identical_sets_score_perfectly(trained, real_images):
     path, _ = trained
     out = compute_fidelity(real_images, real_images.copy(), TOYFACES_CNN, path)
     assert out["feature_extractor"] == TOYFACES_CNN and out["feature_layer"] == "features"
-    assert out["n_real"] == out["n_fake"] == 200 and out["nearest_k"] == 5
+    assert out["n_real"] == out["n_fake"] == 200 and out["nearest_k"] == 3  # UT's k (calc_PRDC.py line 86)
+    assert "prc_neighborhood" not in out and "precision_prdc" not in out and "recall_prdc" not in out
     assert len(out["feature_extractor_weights_sha256"]) == 64
     assert set(out["versions"]) == {"torch", "torch_fidelity", "prdc", "pivq"}
     assert abs(out["fid"]) < 1e-3
-    for key in ("precision", "recall", "precision_prdc", "recall_prdc", "coverage"):
+    for key in ("precision", "recall", "precision_torch_fidelity", "recall_torch_fidelity", "coverage"):
         assert out[key] == 1.0, key
     assert out["density"] == pytest.approx(1.0, abs=0.02)
 
@@ -180,6 +186,34 @@ def test_prdc_matches_the_prdc_package():
         assert ours[key] == pytest.approx(float(value), abs=1e-12), key
     with pytest.raises(ValueError, match="nearest_k"):
         prdc(real[:5], fake, nearest_k=5)
+
+
+@pytest.mark.parametrize("k", [3, 7])
+def test_one_k_for_all_four_metrics_and_torch_fidelitys_pair(trained, real_images, monkeypatch, k):
+    """On random features (the extraction replaced), compute_fidelity's precision, recall, density and coverage are
+    prdc.compute_prdc(real, fake, nearest_k=k)'s, and its "_torch_fidelity" pair is prc_features_to_metric's at
+    prc_neighborhood = k (UT experiments/calc_PRDC.py line 86: one k for all four)."""
+    from prdc import compute_prdc
+
+    from pivq.metrics import fidelity
+
+    g = torch.Generator().manual_seed(k)
+    # integer-valued: many distances tie with a k-NN radius, where prdc's "<" and torch-fidelity's "<=" part ways
+    features = {200: torch.randint(0, 5, (200, 4), generator=g).float(),  # real: 200 images
+                90: torch.randint(0, 6, (90, 4), generator=g).float()}  # fake: 90 images, partly off the reals
+    monkeypatch.setattr(fidelity, "_extract", lambda net, images, batch_size, device: features[len(images)])
+    out = compute_fidelity(real_images, real_images[:90], TOYFACES_CNN, trained[0], nearest_k=k)
+    real, fake = features[200], features[90]
+    expected = compute_prdc(real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=k)
+    assert out["nearest_k"] == k
+    for key in ("precision", "recall", "density", "coverage"):
+        assert out[key] == pytest.approx(float(expected[key]), abs=1e-12), key
+    assert (out["precision_torch_fidelity"], out["recall_torch_fidelity"]) == _torch_fidelity_prc(fake, real, k, 10_000)
+    # the two definitions differ on these sets (ties), so the keys cannot be swapped unnoticed
+    assert out["precision"] < out["precision_torch_fidelity"] and out["recall"] < out["recall_torch_fidelity"]
+    # and k reaches them: prdc's numbers at another k are others
+    other = compute_prdc(real_features=real.numpy(), fake_features=fake.numpy(), nearest_k=k + 2)
+    assert any(float(other[key]) != pytest.approx(out[key], abs=1e-12) for key in other)
 
 
 def test_inception_weights_path_never_downloads(tmp_path, monkeypatch):
@@ -229,7 +263,8 @@ def test_extractor_learns_toyfaces(tmp_path):
 
 # --- reference-feature cache keyed by content (issue 6) ---------------------------------------------------
 
-METRIC_KEYS = ("fid", "precision", "recall", "density", "coverage", "precision_prdc", "recall_prdc")
+METRIC_KEYS = ("fid", "precision", "recall", "density", "coverage", "precision_torch_fidelity",
+               "recall_torch_fidelity")
 
 
 def _fidelity_with_cache(real, fake, weights, cache):
@@ -376,7 +411,7 @@ def test_compute_fidelity_on_batch_sources_equals_arrays(trained, real_images, f
     save_shard(tmp_path / "few.npz", {"images": fake_images[:5]})
     few = RecordingSource(ShardImages([tmp_path / "few.npz"]))
     with pytest.raises(ValueError, match="need more than 5 fake images"):
-        compute_fidelity(real, few, TOYFACES_CNN, path)
+        compute_fidelity(real, few, TOYFACES_CNN, path, nearest_k=5)
     assert few.calls == []
 
 
@@ -433,7 +468,8 @@ def test_fidelity_stage_never_holds_a_whole_image_set(trained, tmp_path):
         save_shard(shard, {"images": np.asarray(data.images[rows]), "sample_index": index,
                            "experiment": np.str_("toy"), "run": np.str_("r"), "n": np.int64(len(test))})
     set_bytes = 400 * 80 * 80 * 3
-    metrics = {"n_real": 400, "nearest_k": 5, "batch_size": 25, "seed": 0}
+    metrics = {"n_real": 500, "reference": "all", "reference_rows": "first", "nearest_k": 5, "batch_size": 25,
+               "seed": 0}
     kwargs = dict(name="toy", dataset_name="toyfaces80", metrics=metrics, extractor={"name": TOYFACES_CNN},
                   shard_paths=shards, dataset_dir=tmp_path / "data", extractor_weights=path)
     tracemalloc.start()
@@ -443,10 +479,96 @@ def test_fidelity_stage_never_holds_a_whole_image_set(trained, tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < set_bytes / 2, f"traced peak {peak / 1e6:.2f} MB, one image set is {set_bytes / 1e6:.2f} MB"
-    whole = compute_fidelity(np.asarray(data.images[data.indices("train")]), load_sample_images(shards),
+    whole = compute_fidelity(np.asarray(data.images[:500]), load_sample_images(shards),
                              TOYFACES_CNN, path, nearest_k=5, batch_size=25)
     for key in METRIC_KEYS:
         assert result[key] == whole[key], key
+    assert result["reference"] == {"split": "all", "rows": "first", "n": 500, "of": 800}
+    assert result["n_real"] == 500 and result["nearest_k"] == 5 and "real_split" not in result
+
+
+@pytest.fixture(scope="module")
+def small_stage_inputs(tmp_path_factory):
+    """A prepared toyfaces16 set of 30 train + 20 test images, and one shard of 12 samples (copies of its images)."""
+    from pivq.data import PreparedDataset, prepare_toyfaces
+    from pivq.sample import save_shard
+
+    root = tmp_path_factory.mktemp("reference")
+    prepare_toyfaces(root / "data", resolution=RES, n_train=30, n_test=20, seed=0)
+    data = PreparedDataset(root / "data")
+    save_shard(root / "shard-0.npz", {"images": np.asarray(data.images[:12]), "sample_index": np.arange(12),
+                                      "experiment": np.str_("toy"), "run": np.str_("r"), "n": np.int64(12)})
+    return root / "data", [root / "shard-0.npz"], data
+
+
+def _stage(data_dir, shards, weights, out, **metrics):
+    from pivq import stages
+
+    metrics = {"n_real": 10, "reference": "all", "reference_rows": "first", "nearest_k": 3, "batch_size": 8,
+               "seed": 0, **metrics}
+    return stages.fidelity("toy", "toyfaces16", metrics, {"name": TOYFACES_CNN}, shards, data_dir, weights, out)
+
+
+@pytest.mark.parametrize("reference,rows,n", [("all", "first", 50), ("all", "first", 35), ("train", "first", 10),
+                                              ("test", "first", 20), ("test", "random", 7), ("all", "random", 40)])
+def test_the_reference_set_is_the_split_s_first_or_random_rows(trained, small_stage_inputs, tmp_path, monkeypatch,
+                                                                reference, rows, n):
+    """metrics.reference picks the split (all = train + test), reference_rows the first n_real rows of it in the
+    prepared order or n_real drawn with metrics.seed (sorted); the images compute_fidelity gets are those rows, and
+    the JSON records {"split", "rows", "n", "of"}."""
+    import json
+
+    import pivq.metrics
+    from pivq.data import ImageRows
+
+    data_dir, shards, data = small_stage_inputs
+    pool = {"all": np.arange(50), "train": data.indices("train"), "test": data.indices("test")}[reference]
+    assert len(data.indices("train")) == 30 and len(data.indices("test")) == 20
+    expected = pool[:n] if rows == "first" else np.sort(np.random.default_rng(4).choice(pool, n, replace=False))
+    seen = {}
+    real_compute = pivq.metrics.compute_fidelity
+
+    def recording(real, fake, **kw):
+        seen["rows"] = np.asarray(real.rows)
+        assert isinstance(real, ImageRows)
+        return real_compute(real, fake, **kw)
+
+    monkeypatch.setattr(pivq.metrics, "compute_fidelity", recording)
+    result = _stage(data_dir, shards, trained[0], tmp_path / "f.json", n_real=n, reference=reference,
+                    reference_rows=rows, seed=4)
+    np.testing.assert_array_equal(seen["rows"], expected)
+    if rows == "random" and n < len(pool):
+        assert not np.array_equal(expected, pool[:n])  # the draw is not the first rows
+    record = {"split": reference, "rows": rows, "n": n, "of": len(pool)}
+    assert result["reference"] == record and result["n_real"] == n
+    assert json.loads((tmp_path / "f.json").read_text())["reference"] == record
+
+
+@pytest.mark.parametrize("reference,held,what", [("all", 50, r"train \+ test"), ("train", 30, "train"),
+                                                 ("test", 20, "test")])
+def test_more_real_images_than_the_reference_holds_is_refused_before_any_feature(
+        trained, small_stage_inputs, tmp_path, monkeypatch, reference, held, what):
+    """n_real beyond the split is an error naming metrics.n_real, the count there, the split and the folder, raised
+    before images.npy is hashed or any feature computed; never a smaller real set."""
+    import pivq.data.prepared
+    import pivq.metrics
+
+    data_dir, shards, _ = small_stage_inputs
+    hashed = []
+    real_sha256 = pivq.data.prepared.sha256_file
+    monkeypatch.setattr(pivq.data.prepared, "sha256_file", lambda path: hashed.append(path.name) or real_sha256(path))
+    monkeypatch.setattr(pivq.metrics, "compute_fidelity", lambda *a, **kw: pytest.fail("features were computed"))
+    with pytest.raises(ValueError) as err:
+        _stage(data_dir, shards, trained[0], tmp_path / "f.json", n_real=held + 1, reference=reference)
+    message = str(err.value)
+    assert "experiments.toy.metrics.n_real = " + str(held + 1) in message, message
+    assert re.search(rf"holds {held} {what} images", message) and str(data_dir) in message, message
+    assert "images.npy" not in hashed and not (tmp_path / "f.json").exists()
+    # nearest_k must stay below n_real (and the sample count), named too
+    with pytest.raises(ValueError, match=r"experiments.toy.metrics.nearest_k = 10 needs more real images"):
+        _stage(data_dir, shards, trained[0], tmp_path / "f.json", n_real=10, nearest_k=10)
+    with pytest.raises(ValueError, match=r"experiments.toy.metrics.nearest_k = 12 needs more samples than the 12"):
+        _stage(data_dir, shards, trained[0], tmp_path / "f.json", n_real=20, nearest_k=12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -459,7 +581,8 @@ def test_compute_fidelity_on_cuda_agrees_with_the_cpu(trained, real_images, fake
     for gpu in (compute_fidelity(real_images, fake_images, TOYFACES_CNN, path, batch_size=64, device="cuda"),
                 compute_fidelity(real, fake, TOYFACES_CNN, path, batch_size=64, device="cuda")):
         assert gpu["fid"] == pytest.approx(cpu["fid"], rel=1e-3, abs=1e-3)
-        for key in ("precision", "recall", "density", "coverage", "precision_prdc", "recall_prdc"):
+        for key in ("precision", "recall", "density", "coverage", "precision_torch_fidelity",
+                    "recall_torch_fidelity"):
             assert gpu[key] == pytest.approx(cpu[key], abs=0.03), key
 
 

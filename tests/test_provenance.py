@@ -18,7 +18,8 @@ from pivq import stages
 from pivq.model.checkpoint import save_model
 
 SAMPLE = {"n": 12, "shards": 2, "seed": 3, "batch_size": 6}
-SPEC = {"name": "toy_matching", "model": dict(TINY_MODEL), "quantizer": "matching", "schedule": {"beta_commit": 0.25}}
+SPEC = {"name": "toy_matching", "model": dict(TINY_MODEL), "quantizer": "matching",
+        "schedule": {"vq_beta": 0.25, "vq_loss": "unleashing"}}
 
 
 @pytest.fixture
@@ -96,8 +97,9 @@ def test_fidelity_refuses_shards_of_another_experiment_run_or_sample_set(model_o
     for k, shard in enumerate(shards):
         stages.sample_shard(model_a, codes, SAMPLE, k, shard)
     assert check_shards(shards, experiment="toy_matching") == "run-a"
-    kwargs = dict(name="toy_nearest", dataset_name="toyfaces16", metrics={"n_real": 20, "nearest_k": 3,
-                  "batch_size": 10, "seed": 0}, extractor=params["datasets"]["toyfaces32"]["feature_extractor"],
+    kwargs = dict(name="toy_nearest", dataset_name="toyfaces16", metrics={"n_real": 20, "reference": "all",
+                  "reference_rows": "first", "nearest_k": 3, "batch_size": 10, "seed": 0},
+                  extractor=params["datasets"]["toyfaces32"]["feature_extractor"],
                   dataset_dir=toyfaces16, extractor_weights=tmp_path / "no-extractor.pt",
                   out_path=tmp_path / "fidelity.json", spec={**spec, "name": "toy_nearest"})
     with pytest.raises(ValueError, match=rf"{shards[0]} holds samples of experiment 'toy_matching', not 'toy_nearest'"):

@@ -46,8 +46,9 @@ def metrics_dir(tmp_path_factory) -> Path:
                                     "experiment": "toy_matching", "dataset": "toyfaces"})
     write_json(exp / "fidelity.json", {
         "experiment": "toy_matching", "dataset": "toyfaces", "feature_extractor": "toy-random-conv",
-        "n_real": 200, "n_fake": 200, "nearest_k": 5, "fid": 41.234, "precision": 0.61234, "recall": 0.2,
-        "density": 0.9, "coverage": 0.5, "seed": 0, "versions": {}})
+        "n_real": 200, "n_fake": 200, "nearest_k": 3, "fid": 41.234, "precision": 0.61234, "recall": 0.2,
+        "density": 0.9, "coverage": 0.5, "precision_torch_fidelity": 0.7, "recall_torch_fidelity": 0.3,
+        "reference": {"split": "all", "rows": "first", "n": 200, "of": 250}, "seed": 0, "versions": {}})
     write_json(exp / "training.json", {"experiment": "toy_matching", "steps": 100, "test_l1": 0.1,
                                        "constant_baseline_l1": 0.3, "seconds": 10.0})
     steps = np.arange(0, 101, 10)
@@ -110,7 +111,9 @@ def test_tables_contain_paper_and_reproduced_rows(metrics_dir, tmp_path):
     (mine,) = [r for r in t3 if r["source"] == "reproduced"]
     assert (mine["experiment"], mine["dataset"], mine["feature_extractor"]) == (
         "toy_matching", "toyfaces", "toy-random-conv")
-    assert (mine["fid"], mine["precision"]) == ("41.2", "0.612")
+    assert (mine["fid"], mine["precision"]) == ("41.2", "0.612")  # prdc's precision, not torch-fidelity's 0.7
+    assert (mine["nearest_k"], mine["reference"]) == ("3", "first 200 of all 250 images (train + test)")
+    assert all(r["nearest_k"] == r["reference"] == "" for r in reported)  # the paper states neither
 
     t2 = _read_csv(tmp_path / "table2_capacity.csv")
     assert [r["source"] for r in t2] == ["reported"] * 2 + ["recomputed"] * 2 + ["reproduced"] * 2
@@ -127,12 +130,52 @@ def test_tables_contain_paper_and_reproduced_rows(metrics_dir, tmp_path):
     assert (fid["paper"], fid["reproduced"], fid["difference"]) == ("22.8", "41.2", "18.4")
     assert all("datasets differ" in r["note"] for r in comparison)
     assert "feature extractor differs" in fid["note"]
+    assert "ours: k = 3 for P, R, D, C; reference: first 200 of all 250 images (train + test)" in fid["note"]
     assert {r["metric"] for r in comparison if r["table"] == "2"} == {
         "k_img_max (matching)", "bits (matching)", "k_img_max (nearest)", "bits (nearest)"}
 
     md = (tmp_path / "table3_metrics.md").read_text(encoding="utf-8")
     assert "| FFHQ 256x256 | StyleGAN-XL |" in md.replace("| reported ", "")
     assert "| - | - |" in md  # the paper's missing values
+    caption = md.splitlines()[0]
+    assert "calc_PRDC.py line 86" in caption, caption
+    assert "Ours: P, R, D, C are prdc's (Naeem et al.) at one k" in caption, caption
+    assert "k = 3 for P, R, D, C; reference: first 200 of all 250 images (train + test)." in caption, caption
+
+
+def _fidelity(name: str, k: int, reference: dict | None) -> dict:
+    out = {"experiment": name, "dataset": "toyfaces", "feature_extractor": "toy-random-conv", "n_real": 10,
+           "n_fake": 10, "nearest_k": k, "fid": 1.0, "precision": 0.5, "recall": 0.5, "density": 0.5,
+           "coverage": 0.5}
+    return out if reference is None else {**out, "reference": reference}
+
+
+def test_table3_names_k_and_the_reference_of_each_run(tmp_path):
+    """Runs that share k and the reference set: said once in the caption; runs that differ: said per run."""
+    from pivq.report.tables import table3
+
+    same = {"split": "all", "rows": "first", "n": 30000, "of": 30000}
+    for name in ("toy_matching", "toy_nearest"):
+        write_json(tmp_path / "a" / name / "fidelity.json", _fidelity(name, 3, same))
+    table = table3(EXPERIMENTS, tmp_path / "a")
+    assert table.caption.endswith("Ours: P, R, D, C are prdc's (Naeem et al.) at one k, as Unleashing Transformers' "
+                                  "experiments/calc_PRDC.py line 86; k = 3 for P, R, D, C; reference: all 30,000 "
+                                  "images (train + test)."), table.caption
+    write_json(tmp_path / "b" / "toy_matching" / "fidelity.json", _fidelity("toy_matching", 3, same))
+    write_json(tmp_path / "b" / "toy_nearest" / "fidelity.json",
+               _fidelity("toy_nearest", 5, {"split": "train", "rows": "random", "n": 2000, "of": 4000}))
+    write_json(tmp_path / "b" / "toy_nothing" / "fidelity.json",  # written before "reference" was recorded
+               {**_fidelity("toy_nothing", 5, None), "prc_neighborhood": 3, "real_split": "train", "n_real": 2000})
+    table = table3(EXPERIMENTS, tmp_path / "b")
+    assert "k and the reference set differ between runs: toy_matching: k = 3 for P, R, D, C; reference: all 30,000 " \
+           "images (train + test); toy_nearest: k = 5 for P, R, D, C; reference: 2,000 at random of all 4,000 train " \
+           "images; toy_nothing: k = P, R (torch-fidelity's): 3; D, C: 5; reference: 2,000 train images at random " \
+           "(older fidelity.json) (columns nearest_k, reference)." in table.caption, table.caption
+    ours = {r["experiment"]: (r["nearest_k"], r["reference"]) for r in table.rows if r["source"] == "reproduced"}
+    assert ours == {"toy_matching": ("3", "all 30,000 images (train + test)"),
+                    "toy_nearest": ("5", "2,000 at random of all 4,000 train images"),
+                    "toy_nothing": ("P, R (torch-fidelity's): 3; D, C: 5",
+                                    "2,000 train images at random (older fidelity.json)")}
 
 
 def test_tables_tolerate_missing_inputs(tmp_path):
@@ -200,6 +243,56 @@ def test_tables_byte_deterministic(metrics_dir, tmp_path):
 def test_figures_tolerate_missing_inputs(tmp_path):
     written = build_figures(EXPERIMENTS, tmp_path / "empty", tmp_path / "out", formats=("png",))
     assert [p.name for p in written] == ["figure4_capacity.png"]
+
+
+# (name, accuracy_mean, baseline): near-baseline attributes (bald, age_middle) are the most accurate, not the ones
+# with the largest gain; eyeglasses and smiling tie on accuracy
+PROBE_ROWS = [("smiling", 0.85, 0.50), ("male", 0.90, 0.60), ("hat", 0.70, 0.50), ("eyeglasses", 0.85, 0.80),
+              ("bald", 0.97, 0.96), ("age_middle", 0.93, 0.925)]
+
+
+def _crafted_probe() -> dict:
+    from pivq.analysis.probe import gain_order
+
+    rows = [{"name": n, "accuracy_mean": a, "accuracy_std": 0.01, "baseline": b} for n, a, b in PROBE_ROWS]
+    return {"folds": 5, "attributes": sorted(rows, key=gain_order), "experiment": "toy_matching"}  # as probe.json
+
+
+def test_figure5_order_accuracy_or_gain_picks_different_attributes():
+    from pivq.report.figures import figure5, figure5_rows
+
+    probe = _crafted_probe()
+    names = lambda rows: [r["name"] for r in rows]  # noqa: E731
+    assert names(probe["attributes"]) == ["smiling", "male", "hat", "eyeglasses", "bald", "age_middle"]
+    assert names(figure5_rows(probe, 3, "accuracy")) == ["bald", "age_middle", "male"]
+    assert names(figure5_rows(probe, 3, "gain")) == ["smiling", "male", "hat"]
+    assert names(figure5_rows(probe, 5, "accuracy")) == ["bald", "age_middle", "male", "eyeglasses", "smiling"]
+    assert names(figure5_rows(probe, 100, "gain")) == names(probe["attributes"])
+    with pytest.raises(ValueError, match="report.figures.probe_order: 'name' is not one of"):
+        figure5_rows(probe, 3, "name")
+    assert figure5(probe, "toy", 3, "accuracy").axes[0].get_title() == \
+        "Attribute probe (toy): top 3 by accuracy (most predictable)"
+    assert figure5(probe, "toy", 3, "gain").axes[0].get_title() == "Attribute probe (toy): top 3 by gain over baseline"
+
+
+def test_the_figures_stage_takes_probe_order_from_report_figures(tmp_path, monkeypatch):
+    import pivq.report.figures as figures
+    from pivq.stages import report_figures
+
+    write_json(tmp_path / "m" / "toy_matching" / "probe.json", _crafted_probe())
+    drawn = []
+    real_rows = figures.figure5_rows
+    monkeypatch.setattr(figures, "figure5_rows", lambda p, top, order: drawn.append((top, order)) or
+                        real_rows(p, top, order))
+    report = {"figures": {"formats": ["png"], "dpi": 40, "top_attributes": 2, "probe_order": "gain"}}
+    report_figures({"toy_matching": EXPERIMENTS["toy_matching"]}, report, tmp_path / "m", tmp_path / "out")
+    report["figures"]["probe_order"] = "accuracy"
+    report_figures({"toy_matching": EXPERIMENTS["toy_matching"]}, report, tmp_path / "m", tmp_path / "out2")
+    assert drawn == [(2, "gain"), (2, "accuracy")]
+    assert (tmp_path / "out" / "figure5_probe_toy_matching.png").read_bytes() != \
+        (tmp_path / "out2" / "figure5_probe_toy_matching.png").read_bytes()
+    with pytest.raises(ValueError, match="probe_order"):
+        build_figures(EXPERIMENTS, tmp_path / "m", tmp_path / "out3", probe_order="random")
 
 
 def test_capacity_curves_match_the_paper_points():

@@ -210,13 +210,13 @@ def test_generated_images_decode_the_algorithm_1_sets(make_model, train_codes):
         for image, (a, b), i in zip(out["images"], out["pairs"], out["sample_index"]):
             assert a != b
             expected = interpolate(codes[a], codes[b], sample_generator(seed, int(i)))
-            decoded = to_uint8(model.decode_indices(expected[None]))[0]
+            decoded = to_uint8(model.decode_indices(expected[None]), model.cfg.pixel_range)[0]
             diff = np.abs(image.astype(int) - decoded.astype(int))
             assert diff.max() <= 1  # the same set (up to float rounding across batch sizes)
             # ... and not just any set: another draw for the same pair decodes differently
             other = interpolate(codes[a], codes[b], sample_generator(seed + 100, int(i)))
             if _set(other) != _set(expected):
-                wrong = to_uint8(model.decode_indices(other[None]))[0]
+                wrong = to_uint8(model.decode_indices(other[None]), model.cfg.pixel_range)[0]
                 assert np.abs(image.astype(int) - wrong.astype(int)).max() > 1
 
 
@@ -250,8 +250,8 @@ def test_interpolation_paths(make_model, train_codes):
         sources += [a, b]
         assert (row[:, 0] == images[a]).all() and (row[:, -1] == images[b]).all()
         with torch.no_grad():  # the path's ends decode the two images' own code sets
-            start = to_uint8(model.decode_indices(codes[a][None]))[0]
-            end = to_uint8(model.decode_indices(codes[b][None]))[0]
+            start = to_uint8(model.decode_indices(codes[a][None]), model.cfg.pixel_range)[0]
+            end = to_uint8(model.decode_indices(codes[b][None]), model.cfg.pixel_range)[0]
         for path in row:
             assert np.abs(path[1].astype(int) - start).max() <= 1
             assert np.abs(path[-2].astype(int) - end).max() <= 1

@@ -19,7 +19,7 @@ import torch
 
 import pivq.train.loop as loop
 from pivq.encode import reconstruction_l1
-from pivq.model import PIVQ
+from pivq.model import PIVQ, ModelConfig
 from pivq.model.checkpoint import load_model, read_checkpoint
 from pivq.train import LOSSES, Preempted, train
 from pivq.train.state import FORMAT as STATE_FORMAT
@@ -37,15 +37,15 @@ def _run(experiment: dict, dataset: Path, run_dir: Path) -> dict:
 def _sigterm_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
     """Send ``signum`` to this process during training step ``step`` (1-based), from inside the loop."""
     calls = {"n": 0}
-    original = loop.ema_update
+    original = loop.to_float  # called once per step, as it reads the batch
 
-    def ema_update(ema, model, beta):
-        original(ema, model, beta)
+    def to_float(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == step:
             os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "ema_update", ema_update)
+    monkeypatch.setattr(loop, "to_float", to_float)
 
 
 def _rows(rows: list[dict]) -> list[dict]:
@@ -102,8 +102,7 @@ def test_codebook_initialised_at_tq_and_again_after_w(tiny_run, toyfaces16):
     assert [i["step"] for i in inits] == [20, 24]  # T_q and T_q + W
     # k-means++ over the encoder outputs of the last W = 4 steps: 4 x batch 8 x L 8 vectors
     assert all(i["window"] == 4 and i["vectors"] == 4 * 8 * 8 for i in inits)
-    model = load_model(run_dir / "model.pt", expect_config={**experiment["model"], "quantizer": "matching",
-                                                            "beta": 0.25})
+    model = load_model(run_dir / "model.pt", expect_config=ModelConfig.of_experiment(experiment).to_dict())
     assert bool(model.quantizer.initialized)
     meta = read_checkpoint(run_dir / "model.pt")["meta"]
     assert meta["steps"] == 60 and meta["codebook_inits"] == inits
@@ -262,6 +261,10 @@ CHANGES = {
     "batch size": dict(schedule={"batch_size": 4}),
     "seed": dict(schedule={"seed": 1}),
     "EMA rate": dict(schedule={"ema_beta": 0.9}),
+    "EMA interval": dict(schedule={"ema_every": 2}),
+    "VQ loss form": dict(schedule={"vq_loss": "vqvae"}),
+    "data order": dict(schedule={"data_order": "replacement"}),
+    "pixel range": dict(model={"pixel_range": "symmetric"}),
     "fewer steps": dict(schedule={"steps": 40}),
 }
 
@@ -395,3 +398,142 @@ def test_no_train_images_stops_before_training(make_experiment, toyfaces16, tmp_
     with pytest.raises(ValueError, match="no train images"):
         _run(make_experiment(), toyfaces16, tmp_path)
     assert not (tmp_path / "options.json").exists()
+
+
+# --- Unleashing Transformers' recipe, item by item (params.yaml names each setting) ---------------------------
+
+
+@pytest.mark.parametrize("form, w_encoder, w_codebook", [("unleashing", 1.0, 0.25), ("vqvae", 0.25, 1.0)])
+def test_vq_loss_gradients_carry_the_weights_of_its_form(form, w_encoder, w_codebook):
+    """UT (models/vqgan.py line 46): mean((sg(e) - z)^2) + beta mean((e - sg(z))^2): the encoder output gets
+    2 (z - e) / n with weight 1, the codebook entry 2 (e - z) / n with beta; VQ-VAE's form the other way round."""
+    from pivq.quantize import Quantizer
+
+    torch.manual_seed(0)
+    q = Quantizer(6, 3, "nearest", beta=0.25, vq_loss=form)
+    q.set_codebook(torch.randn(6, 3))
+    z = torch.randn(2, 4, 3, requires_grad=True)
+    _, indices, loss = q(z)
+    loss.backward()
+    e = q.codebook.detach()[indices]
+    n = z.numel()
+    assert torch.allclose(z.grad, w_encoder * 2 * (z.detach() - e) / n, atol=1e-7)  # (straight-through adds 0)
+    expected = torch.zeros_like(q.codebook).index_add_(0, indices.flatten(),
+                                                        (w_codebook * 2 * (e - z.detach()) / n).reshape(-1, 3))
+    assert torch.allclose(q.codebook.grad, expected, atol=1e-7)
+
+
+def test_ema_moves_every_ema_every_steps_from_step_ema_every(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    """UT's condition (train_vqgan.py line 195): step % steps_per_update_ema == 0 and step > 0, steps 0-based."""
+    seen, step = [], {"n": -1}
+    original_read, original_ema = loop.to_float, loop.ema_update
+
+    def to_float(*args, **kwargs):
+        step["n"] += 1  # the 0-based step now running
+        return original_read(*args, **kwargs)
+
+    def ema_update(ema, model, beta):
+        seen.append(step["n"])
+        original_ema(ema, model, beta)
+
+    monkeypatch.setattr(loop, "to_float", to_float)
+    monkeypatch.setattr(loop, "ema_update", ema_update)
+    _run(make_experiment(schedule={"ema_every": 10}), toyfaces16, tmp_path)
+    assert seen == [10, 20, 30, 40, 50]  # 60 steps
+
+
+def test_adam_betas_are_the_schedules_for_both_optimisers(make_experiment, toyfaces16, tmp_path):
+    """UT (train_vqgan.py lines 39-40): torch's default betas (0.9, 0.999), autoencoder and discriminator."""
+    experiment = make_experiment(schedule={"adversarial_start": 40, "disc_layers": 2, "disc_ndf": 8})
+    _run(experiment, toyfaces16, tmp_path)
+    state = read_checkpoint(tmp_path / "checkpoints" / "latest.pt", expect=STATE_FORMAT)
+    for key in ("optimizer", "disc_optimizer"):
+        assert state[key]["param_groups"][0]["betas"] == (0.9, 0.999), key
+
+
+@pytest.mark.parametrize("pixel_range, low, high", [("unit", 0.0, 1.0), ("symmetric", -1.0, 1.0)])
+def test_every_loss_term_sees_the_models_pixel_range(pixel_range, low, high, make_experiment, toyfaces16, tmp_path,
+                                                     monkeypatch):
+    """UT feeds [0, 1] images (utils/data_utils.py line 71) to the autoencoder, L1, LPIPS (models/vqgan.py
+    line 438) and DiffAugment alike; a "symmetric" model sees [-1, 1]."""
+    seen = []
+
+    class Recorder(torch.nn.Module):  # stands in for LPIPS: records its real input, returns a differentiable 0
+        def forward(self, x, rec):
+            seen.append((x.min().item(), x.max().item()))
+            return (rec * 0).mean(dim=(1, 2, 3))
+
+    monkeypatch.setattr(loop, "build_lpips", lambda *a, **k: Recorder())
+    experiment = make_experiment(model={"pixel_range": pixel_range}, schedule={"perceptual_weight": 1.0, "steps": 22})
+    _run(experiment, toyfaces16, tmp_path)
+    assert len(seen) == 22
+    lowest, highest = min(s[0] for s in seen), max(s[1] for s in seen)
+    assert low <= lowest and highest <= high and (lowest < 0) == (pixel_range == "symmetric"), (lowest, highest)
+    model = load_model(tmp_path / "model.pt")
+    assert model.cfg.pixel_range == pixel_range  # recorded with the weights: decoding maps back with it
+
+
+def test_reconstruction_l1_is_in_symmetric_units_for_either_range(make_model, toy_images):
+    """test_l1 of a [0, 1] model is twice its mean |rec - x| in [0, 1]: runs of either range compare."""
+    from pivq.model.pixels import to_float
+
+    images = toy_images[1][:12]
+    model = make_model(pixel_range="unit")
+    x = to_float(images, torch.device("cpu"), "unit")
+    with torch.no_grad():
+        rec = model.decode_indices(model.codes_of(x))
+    result = reconstruction_l1(model, images, batch_size=5)
+    assert result["test_l1"] == pytest.approx(2 * (rec - x).abs().mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("tail, before_last", [("norm-conv", torch.nn.GroupNorm), ("norm-silu-conv", torch.nn.SiLU)])
+def test_conv_tail_is_groupnorm_straight_into_the_last_conv_as_ut(tail, before_last, make_model):
+    """UT (models/vqgan.py lines 253-254, 300-301): GroupNorm then the last conv; taming puts a SiLU between."""
+    model = make_model(conv_tail=tail)
+    encoder, decoder = list(model.conv_encoder.net), list(model.conv_decoder.net)
+    assert isinstance(encoder[-1], torch.nn.Conv2d) and isinstance(encoder[-2], before_last)
+    assert isinstance(decoder[-1], before_last)  # then conv_out, the adaptive weight's last layer
+    if tail == "norm-conv":
+        assert not isinstance(encoder[-3], torch.nn.SiLU) and isinstance(decoder[-1], torch.nn.GroupNorm)
+
+
+def test_epochs_read_every_train_row_once_per_epoch_and_drop_the_last_partial_batch():
+    """UT (utils/data_utils.py lines 174-181): a shuffled DataLoader with drop_last, cycled."""
+    from pivq.train.batches import BatchOrder
+
+    rows = np.arange(100, 120)
+    order = BatchOrder(rows, 6, "epochs", seed=3, gen=torch.Generator())
+    assert order.steps_per_epoch == 3
+    epoch0 = np.concatenate([order(s) for s in range(3)])
+    epoch1 = np.concatenate([order(s) for s in range(3, 6)])
+    for epoch in (epoch0, epoch1):
+        assert len(epoch) == 18 and len(np.unique(epoch)) == 18 and set(epoch) <= set(rows)  # 2 rows dropped
+    assert not np.array_equal(np.sort(epoch0), np.sort(epoch1)) or not np.array_equal(order(0), order(3))
+    fresh = BatchOrder(rows, 6, "epochs", seed=3, gen=torch.Generator())  # a resumed run: the step alone decides
+    assert np.array_equal(fresh(4), order(4)) and np.array_equal(fresh(1), order(1))
+    assert not np.array_equal(BatchOrder(rows, 6, "epochs", seed=4, gen=torch.Generator())(0), order(0))
+    drawn = BatchOrder(rows, 6, "replacement", seed=3, gen=torch.Generator().manual_seed(0))
+    assert np.array_equal(drawn(0), np.sort(rows[torch.randint(20, (6,), generator=torch.Generator().manual_seed(0))]))
+    with pytest.raises(ValueError, match="batch_size = 32"):
+        BatchOrder(rows, 32, "epochs", seed=3, gen=torch.Generator())
+
+
+def test_a_train_split_smaller_than_a_batch_stops_naming_the_schedule(make_experiment, toyfaces16, tmp_path):
+    with pytest.raises(ValueError, match=r"schedules\.toy: .*batch_size = 256"):
+        _run(make_experiment(schedule={"batch_size": 256}), toyfaces16, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_paper_presets_follow_unleashing_transformers(params):
+    """Each recipe item the paper leaves to UT has UT's value in the paper's presets (README, faithfulness)."""
+    ut_schedule = {"adam_betas": [0.9, 0.999], "ema_beta": 0.995, "ema_every": 10, "vq_loss": "unleashing",
+                   "vq_beta": 0.25, "disc_init": "pytorch", "data_order": "epochs", "lr_per_sample": 4.5e-6,
+                   "adaptive_weight_limit": 1.0, "disc_weight": 1.0, "diffaug": ["color", "translation"],
+                   "disc_layers": 3, "disc_ndf": 64, "perceptual_weight": 1.0}
+    for name in params["experiment_sets"]["paper"]:
+        exp = params["experiments"][name]
+        sched, model = params["schedules"][exp["schedule"]], params["models"][exp["model"]]
+        assert {k: sched[k] for k in ut_schedule} == ut_schedule, name
+        assert (model["pixel_range"], model["conv_tail"]) == ("unit", "norm-conv"), name
+        metrics = exp["metrics"]
+        assert (metrics["nearest_k"], metrics["reference"], metrics["reference_rows"]) == (3, "all", "first"), name

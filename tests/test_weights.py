@@ -277,7 +277,7 @@ def test_an_accepted_inception_file_gives_torch_fidelitys_network(tmp_path, monk
         # a 2048-square sqrtm on one thread), record the file's sha256
         features = compute_features(real, INCEPTION, inception_file, batch_size=4)
         assert features.shape == (4, 2048) and np.isfinite(features).all()
-        result = compute_fidelity(real, fake, INCEPTION, None, nearest_k=2, prc_neighborhood=2, batch_size=4)
+        result = compute_fidelity(real, fake, INCEPTION, None, nearest_k=2, batch_size=4)
         assert result["feature_extractor_weights_sha256"] == digest and np.isfinite(result["fid"])
     # outside the block the same file is refused again
     with pytest.raises(WeightsFileError):

@@ -17,4 +17,6 @@ TINY_MODEL = {
     "ffn": 32,
     "codes": 8,
     "codebook_size": 32,
+    "pixel_range": "unit",
+    "conv_tail": "norm-conv",
 }

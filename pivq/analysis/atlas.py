@@ -209,7 +209,7 @@ def decode_atlas(model, plan: AtlasPlan, batch_size: int = 16) -> dict[str, np.n
     with torch.no_grad():
         for start in range(0, len(sets), batch_size):
             batch = torch.from_numpy(sets[start:start + batch_size]).to(dev)
-            decoded.append(to_uint8(model.decode_indices(batch)))
+            decoded.append(to_uint8(model.decode_indices(batch), model.cfg.pixel_range))
     images = np.concatenate(decoded)
     half = len(images) // 2
     return {

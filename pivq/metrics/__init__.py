@@ -1,4 +1,4 @@
-"""Sample-quality metrics: FID / precision / recall (torch-fidelity), density / coverage (prdc).
+"""Sample-quality metrics: FID (torch-fidelity); precision, recall, density, coverage (prdc, one k).
 
 Modules: ``extractor`` (the attribute CNN trained offline as the toyfaces feature extractor),
 ``registry`` (extractor names, torch-fidelity registration, Inception weights lookup without

@@ -1,18 +1,21 @@
 """Sample quality of generated images against real ones: FID, precision, recall, density, coverage.
 
-Features are extracted once per image set with the torch-fidelity extractor class that
-``torch_fidelity.calculate_metrics`` would instantiate (same weights, same layer), and all metrics
-are computed on those features: FID by torch-fidelity's own functions, precision/recall by ``prc_chunked``
-(torch-fidelity's numbers bit for bit; tests compare both with ``calculate_metrics``), density/coverage as prdc
-defines them (Naeem et al. 2020), by an exact chunked implementation with memory linear in N (``prdc_chunked``;
-tests compare it with prdc). Extracting once instead of letting ``calculate_metrics`` and prdc each extract halves
-the Inception work on 50k images.
+One k for every k-NN metric, as Unleashing Transformers computes them (experiments/calc_PRDC.py line 86:
+``prdc.compute_prdc(real_features, fake_features, nearest_k=3)``): "precision", "recall", "density" and
+"coverage" are prdc's (Naeem et al. 2020) at ``nearest_k``, by an exact chunked implementation with memory linear
+in N (``prdc_chunked``; tests compare it with prdc). torch-fidelity's k-NN precision/recall (Kynkaenniemi et al.
+2019) at the same k are kept beside them as "precision_torch_fidelity"/"recall_torch_fidelity" (``prc_chunked``:
+torch-fidelity's numbers bit for bit; tests compare both with ``calculate_metrics``). FID is torch-fidelity's own
+functions. Features are extracted once per image set with the torch-fidelity extractor class that
+``torch_fidelity.calculate_metrics`` would instantiate (same weights, same layer), and all metrics are computed on
+those features: extracting once instead of letting ``calculate_metrics`` and prdc each extract halves the
+Inception work on 50k images.
 
 Memory: images come from batch sources (:class:`ImageSource`: the prepared memmap's rows, the sample shards, or
 an array) and only one batch of them is in memory at a time, so host memory does not grow with the number of
 images (50k fake + 50k real images at 256x256 would be 20 GB). What does grow with N is what the metrics need
 whole: the features, N x D float32 per set (8 KiB an image at Inception's D = 2048, against 192 KiB for a
-256x256 image). Precision/recall (``prc_chunked``) hold one min(N, ``PRC_BATCH_SIZE``)^2 tile of float32
+256x256 image). torch-fidelity's precision/recall (``prc_chunked``) hold one min(N, ``PRC_BATCH_SIZE``)^2 tile of float32
 distances at a time, on the features' device: at most 381 MiB whatever N, where torch-fidelity's
 ``prc_features_to_metric`` held a min(N, 10,000) x N block on the host, with its parts and kthvalue's copy (about
 19 bytes x min(N, 10,000) x N: some 9.5 GB at N = 50,000, by that arithmetic). In the stage at 8,000 + 8,000
@@ -47,7 +50,7 @@ from pivq.metrics.reference_cache import cached_reference_features
 from pivq.metrics.registry import create_feature_extractor, default_layer, resolve_extractor_weights
 from pivq.weights import weights_sha256 as weights_sha256_of
 
-PRC_NEIGHBORHOOD = 3  # torch-fidelity's default k, as in Kynkaenniemi et al. 2019
+NEAREST_K = 3  # k of P, R, D and C: UT experiments/calc_PRDC.py line 86 (also torch-fidelity's default k)
 PRC_BATCH_SIZE = 10_000  # torch-fidelity's prc_batch_size: the side of the distance tiles (the same tiles, bit-exact)
 
 
@@ -130,7 +133,7 @@ def compute_features(
     return _extract(net, images, batch_size, device).numpy()
 
 
-def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = 5,
+def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = NEAREST_K,
          device: str | torch.device = "cpu") -> dict[str, float]:
     """Precision, recall, density and coverage of Naeem et al. (2020): ``prdc.compute_prdc``'s dict.
 
@@ -152,11 +155,10 @@ def compute_fidelity(
     fake_images: np.ndarray | ImageSource,
     extractor: str,
     weights_path: str | os.PathLike | None,
-    nearest_k: int = 5,
+    nearest_k: int = NEAREST_K,
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
-    prc_neighborhood: int = PRC_NEIGHBORHOOD,
     reference_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """FID, precision, recall, density and coverage of ``fake_images`` against ``real_images``.
@@ -168,13 +170,12 @@ def compute_fidelity(
     cache or ``weights_path``; never downloaded) or "pivq-toyfaces-cnn" (``weights_path`` = the
     checkpoint of ``train_extractor``). All metrics use the extractor's FID layer.
 
-    Which precision and recall: "precision"/"recall" are torch-fidelity's k-NN precision/recall
-    (Kynkaenniemi et al. 2019, k = ``prc_neighborhood``; the paper cites Sajjadi et al. 2018 and
-    computes P/R with torch-fidelity), repeated as "precision_torch_fidelity"/"recall_torch_fidelity". Naeem et al.'s precision/recall, computed
-    alongside density and coverage (k = ``nearest_k``), are kept as "precision_prdc"/"recall_prdc".
-    Nothing here is random; ``seed`` is recorded (and seeds torch) for provenance only. Precision/recall run on
-    ``device`` (:mod:`pivq.metrics.prc_chunked`: torch-fidelity's numbers, bit for bit, in one tile of distances);
-    on the CPU every number is what it has always been.
+    One ``nearest_k`` for all four k-NN metrics (UT experiments/calc_PRDC.py line 86): "precision", "recall",
+    "density", "coverage" are ``prdc.compute_prdc(real, fake, nearest_k)``'s (Naeem et al. 2020);
+    "precision_torch_fidelity"/"recall_torch_fidelity" are torch-fidelity's k-NN precision/recall (Kynkaenniemi
+    et al. 2019) at the same k. Both sets need more than ``nearest_k`` images (checked before any is read).
+    Nothing here is random; ``seed`` is recorded (and seeds torch) for provenance only. All metrics run on
+    ``device`` (on a GPU a k-NN ball may flip for a sample or two against the CPU's numbers).
 
     ``reference_cache``: a folder; the real images' features are read from it when an intact entry of the
     same content key exists, else extracted and stored there (:mod:`pivq.metrics.reference_cache`: the key
@@ -183,12 +184,14 @@ def compute_fidelity(
     cache folder, "reference_features_cache" is "off".
     """
     weights = resolve_extractor_weights(extractor, weights_path)  # fail before any heavy work
-    k = max(nearest_k, prc_neighborhood)
+    k = nearest_k
+    if k < 1:
+        raise ValueError(f"nearest_k must be >= 1, got {k}")
     real_images, fake_images = image_source(real_images), image_source(fake_images)
     for name, images in (("real", real_images), ("fake", fake_images)):
         _check_images(images)  # declared dtype and shape: nothing is read yet
         if len(images) <= k:
-            raise ValueError(f"need more than {k} {name} images (k neighbours), got {len(images)}")
+            raise ValueError(f"need more than {k} {name} images (nearest_k = {k} neighbours), got {len(images)}")
 
     torch.manual_seed(seed)
     layer = default_layer(extractor, "fid")
@@ -214,8 +217,8 @@ def compute_fidelity(
     )[KEY_METRIC_FID]
     # torch-fidelity's prc_features_to_metric(save_cpu_ram=True), bit for bit, one tile of distances at a time, on
     # the stage's device (on the CPU, .to() returns the very tensors FID used)
-    precision, recall = precision_recall(fake.to(device), real.to(device), neighborhood=prc_neighborhood,
-                                         batch_size=PRC_BATCH_SIZE)
+    tf_precision, tf_recall = precision_recall(fake.to(device), real.to(device), neighborhood=nearest_k,
+                                               batch_size=PRC_BATCH_SIZE)
     naeem = prdc(real.numpy(), fake.numpy(), nearest_k=nearest_k, device=device)
 
     return {
@@ -225,17 +228,14 @@ def compute_fidelity(
         "feature_extractor_weights_sha256": weights_sha256,
         "n_real": len(real_images),
         "n_fake": len(fake_images),
-        "nearest_k": nearest_k,
-        "prc_neighborhood": prc_neighborhood,
+        "nearest_k": nearest_k,  # of precision, recall, density, coverage and the torch-fidelity pair
         "fid": float(fid),
-        "precision": precision,
-        "recall": recall,
+        "precision": naeem["precision"],
+        "recall": naeem["recall"],
         "density": naeem["density"],
         "coverage": naeem["coverage"],
-        "precision_torch_fidelity": precision,
-        "recall_torch_fidelity": recall,
-        "precision_prdc": naeem["precision"],
-        "recall_prdc": naeem["recall"],
+        "precision_torch_fidelity": tf_precision,
+        "recall_torch_fidelity": tf_recall,
         "seed": seed,
         "reference_features_cache": cache_info["status"],
         "reference_features_key": cache_info["key"],

@@ -66,9 +66,10 @@ def _check_records(path: Path) -> None:
 
 
 def config_diff(found: dict, expected: dict) -> str:
-    """Each differing key with both values, e.g. ``nf 8 here, 128 expected``: both configurations named."""
-    keys = sorted(k for k in expected if found.get(k) != expected[k])
-    return "; ".join(f"{k} {found.get(k)!r} here, {expected[k]!r} expected" for k in keys)
+    """Each differing key with both values, e.g. ``nf 8 here, 128 expected``: both configurations named (a key
+    only one of them has shows None on the other side)."""
+    keys = sorted(k for k in {*found, *expected} if found.get(k) != expected.get(k))
+    return "; ".join(f"{k} {found.get(k)!r} here, {expected.get(k)!r} expected" for k in keys)
 
 
 def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | None = None,
@@ -79,10 +80,11 @@ def load_model(path: str | os.PathLike, ema: bool = True, expect_config: dict | 
     is the stage's (pivq.device.Job.start): nothing here picks one.
     """
     payload = read_checkpoint(path)
-    if expect_config is not None and payload["config"] != expect_config:
+    cfg = ModelConfig.from_dict(payload["config"])  # a file older than a setting has that setting's default
+    if expect_config is not None and cfg.to_dict() != expect_config:
         raise ValueError(f"{path} was trained with another model configuration (differs in: "
-                         f"{config_diff(payload['config'], expect_config)})")
-    model = PIVQ(ModelConfig.from_dict(payload["config"]))
+                         f"{config_diff(cfg.to_dict(), expect_config)})")
+    model = PIVQ(cfg)
     model.load_state_dict(payload["ema_state_dict" if ema else "state_dict"])
     model.meta = payload["meta"]  # which experiment and run trained it: stages check what they read against it
     return model.to(device).eval()

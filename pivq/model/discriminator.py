@@ -1,8 +1,10 @@
 """The PatchGAN discriminator of the adversarial term (taming-transformers' NLayerDiscriminator, as used by
 Unleashing Transformers): ``layers`` stride-2 4x4 convolutions from ``ndf`` channels (doubling, capped at
 8 ndf), one stride-1 4x4 convolution, then a 1-channel 4x4 convolution: one logit per image patch.
-BatchNorm after every convolution but the first and the last; LeakyReLU(0.2). Weights start as in taming
-(``weights_init``: conv N(0, 0.02), BatchNorm weight N(1, 0.02), bias 0).
+BatchNorm after every convolution but the first and the last; LeakyReLU(0.2). Weights start as PyTorch
+initialises them (``init="pytorch"``: Unleashing Transformers never re-initialises its Discriminator,
+models/vqgan.py) or as in taming (``init="taming"``, ``weights_init``: conv N(0, 0.02), BatchNorm weight
+N(1, 0.02), bias 0).
 
 ``build_discriminator`` constructs and initialises it inside a forked RNG seeded with ``seed``: building it
 consumes none of the caller's global random numbers, so a run that never uses it trains exactly as before.
@@ -51,8 +53,14 @@ def patch_grid(resolution: int, layers: int) -> int:
     return r - 2  # two stride-1 4x4 convolutions with padding 1
 
 
-def build_discriminator(ndf: int, layers: int, resolution: int, seed: int) -> NLayerDiscriminator:
-    """A freshly initialised discriminator; the global RNG is left exactly as it was."""
+DISC_INITS = ("pytorch", "taming")
+
+
+def build_discriminator(ndf: int, layers: int, resolution: int, seed: int, init: str = "pytorch"
+                        ) -> NLayerDiscriminator:
+    """A freshly initialised discriminator (``init``: one of DISC_INITS); the global RNG is left as it was."""
+    if init not in DISC_INITS:
+        raise ValueError(f"disc_init: {init!r} is not one of {list(DISC_INITS)}")
     if patch_grid(resolution, layers) < 1:
         raise ValueError(f"a {layers}-layer PatchGAN discriminator needs images larger than {resolution}px "
                          f"(its logit map would be {patch_grid(resolution, layers)}x{patch_grid(resolution, layers)});"
@@ -60,5 +68,6 @@ def build_discriminator(ndf: int, layers: int, resolution: int, seed: int) -> NL
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         disc = NLayerDiscriminator(ndf, layers)
-        disc.apply(weights_init)
+        if init == "taming":
+            disc.apply(weights_init)
     return disc

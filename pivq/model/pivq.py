@@ -8,9 +8,11 @@
 
 The conv stacks follow Unleashing Transformers (Bond-Taylor et al. 2022), themselves the taming-transformers
 VQ-GAN stacks: residual blocks with GroupNorm and swish, self-attention at the configured resolutions and in
-the middle block, stride-2 convolutions down and nearest-neighbour up-sampling. Because the decoder sees the
-codes without positions and a transformer is permutation-equivariant, its outputs after the first L are
-invariant to the order of the codes: the latent is a set.
+the middle block, stride-2 convolutions down and nearest-neighbour up-sampling. Where the two differ, a
+setting says which: ``conv_tail`` (UT ends each stack with GroupNorm straight into the last conv, taming with
+GroupNorm, SiLU, conv) and ``pixel_range`` (UT's images are in [0, 1], taming's in [-1, 1]).
+Because the decoder sees the codes without positions and a transformer is permutation-equivariant, its outputs
+after the first L are invariant to the order of the codes: the latent is a set.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pivq.quantize import Quantizer
+
+
+VQ_LOSSES = ("unleashing", "vqvae")
+PIXEL_RANGES = ("unit", "symmetric")
+CONV_TAILS = ("norm-conv", "norm-silu-conv")
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,11 @@ class ModelConfig:
     codes: int  # L: codes per image
     codebook_size: int  # K
     quantizer: str = "matching"  # nearest | matching | sinkhorn
-    beta: float = 0.25  # commitment weight of the VQ loss
+    beta: float = 0.25  # the VQ loss's second weight (schedule.vq_beta)
+    # Defaults: what model files written before these settings existed were (taming's forms)
+    vq_loss: str = "vqvae"  # unleashing | vqvae: which term beta weights (pivq.quantize.module.Quantizer)
+    pixel_range: str = "symmetric"  # unit: images in [0, 1] | symmetric: [-1, 1] (pivq.model.pixels)
+    conv_tail: str = "norm-silu-conv"  # norm-conv | norm-silu-conv: the conv stacks' last layers
     extra: dict = field(default_factory=dict, compare=False)  # unused keys kept for the record
 
     @property
@@ -56,19 +67,30 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, quantizer: str | None = None, beta: float | None = None) -> "ModelConfig":
+    def from_dict(cls, d: dict, quantizer: str | None = None, beta: float | None = None,
+                  vq_loss: str | None = None) -> "ModelConfig":
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["ch_mult"] = tuple(kwargs["ch_mult"])
         kwargs["attn_resolutions"] = tuple(kwargs["attn_resolutions"])
-        if quantizer is not None:
-            kwargs["quantizer"] = quantizer
-        if beta is not None:
-            kwargs["beta"] = beta
+        for key, value in (("quantizer", quantizer), ("beta", beta), ("vq_loss", vq_loss)):
+            if value is not None:
+                kwargs[key] = value
         cfg = cls(**kwargs)
         if cfg.resolution % 2 ** (len(cfg.ch_mult) - 1):
             raise ValueError(f"models: resolution {cfg.resolution} is not divisible by 2^(len(ch_mult)-1)")
+        for key, allowed in (("vq_loss", VQ_LOSSES), ("pixel_range", PIXEL_RANGES), ("conv_tail", CONV_TAILS)):
+            if getattr(cfg, key) not in allowed:
+                raise ValueError(f"models: {key} {getattr(cfg, key)!r} is not one of {list(allowed)}")
         return cfg
+
+    @classmethod
+    def of_experiment(cls, experiment: dict) -> "ModelConfig":
+        """The architecture a resolved experiment (or its training spec) trains: its model preset, its quantizer
+        and its schedule's VQ loss."""
+        sched = experiment["schedule"]
+        return cls.from_dict(experiment["model"], quantizer=experiment["quantizer"], beta=sched["vq_beta"],
+                             vq_loss=sched["vq_loss"])
 
 
 # --- conv building blocks (Unleashing Transformers / taming-transformers) ----------------------------------
@@ -76,6 +98,12 @@ class ModelConfig:
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(groups, channels), channels, eps=1e-6, affine=True)
+
+
+def _tail(channels: int, cfg: ModelConfig) -> list[nn.Module]:
+    """What comes before a stack's last conv: GroupNorm alone (UT, conv_tail norm-conv) or GroupNorm, SiLU (taming)."""
+    norm = _norm(channels, cfg.norm_groups)
+    return [norm] if cfg.conv_tail == "norm-conv" else [norm, nn.SiLU()]
 
 
 class ResBlock(nn.Module):
@@ -144,7 +172,7 @@ class ConvEncoder(nn.Module):
                 layers.append(Downsample(cin))
                 res //= 2
         layers += [ResBlock(cin, cin, g), AttnBlock(cin, g), ResBlock(cin, cin, g)]
-        layers += [_norm(cin, g), nn.SiLU(), nn.Conv2d(cin, cfg.width, 3, padding=1)]
+        layers += [*_tail(cin, cfg), nn.Conv2d(cin, cfg.width, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,7 +198,7 @@ class ConvDecoder(nn.Module):
             if level != 0:
                 layers.append(Upsample(cin))
                 res *= 2
-        layers += [_norm(cin, g), nn.SiLU()]
+        layers += _tail(cin, cfg)
         self.net = nn.Sequential(*layers)
         self.conv_out = nn.Conv2d(cin, 3, 3, padding=1)  # "last layer" for an adaptive GAN weight
 
@@ -199,13 +227,13 @@ class PIVQ(nn.Module):
         self.pos_in = nn.Parameter(torch.randn(1, tokens, cfg.width) * 0.02)  # input positional embeddings
         self.queries = nn.Parameter(torch.randn(1, cfg.codes, cfg.width) * 0.02)  # L learned embeddings
         self.encoder = _transformer(cfg)
-        self.quantizer = Quantizer(cfg.codebook_size, cfg.width, cfg.quantizer, cfg.beta)
+        self.quantizer = Quantizer(cfg.codebook_size, cfg.width, cfg.quantizer, cfg.beta, cfg.vq_loss)
         self.pos_out = nn.Parameter(torch.randn(1, tokens, cfg.width) * 0.02)  # learned output embeddings
         self.decoder = _transformer(cfg)
         self.conv_decoder = ConvDecoder(cfg)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1], (B, 3, R, R) -> continuous latent codes z_e, (B, L, d)."""
+        """Images (B, 3, R, R) in the model's pixel range (pivq.model.pixels) -> latent codes z_e, (B, L, d)."""
         h = self.conv_encoder(x).flatten(2).transpose(1, 2) + self.pos_in
         seq = torch.cat([h, self.queries.expand(len(x), -1, -1)], dim=1)
         return self.encoder(seq)[:, -self.cfg.codes :]

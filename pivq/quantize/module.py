@@ -12,14 +12,23 @@ from pivq.quantize.assign import assign
 class Quantizer(nn.Module):
     """Maps latent vectors (B, L, d) to codebook entries; returns (quantized, indices, loss).
 
-    loss = ||sg(z) - e||^2 + beta ||z - sg(e)||^2 (VQ-VAE); gradients reach z straight through.
-    ``initialized`` records whether the codebook has been set from data (delayed initialisation,
-    section 3.7): a model saved before T_q cannot produce codes.
+    The VQ loss, with sg the stop-gradient, z the encoder's output and e its codebook entry:
+
+    * ``vq_loss="unleashing"``: ||sg(e) - z||^2 + beta ||e - sg(z)||^2, Unleashing Transformers' form
+      (models/vqgan.py line 46): the encoder is pulled to its code with weight 1, the codebook moves with beta.
+    * ``vq_loss="vqvae"``: ||e - sg(z)||^2 + beta ||z - sg(e)||^2, VQ-VAE's (van den Oord et al. 2017): the
+      codebook moves with weight 1, the encoder commits with beta.
+
+    Each term is a mean over all elements, as ``torch.mean`` in UT. Gradients reach z straight through.
+    ``initialized`` records whether the codebook has been set from data (delayed initialisation, section 3.7):
+    a model saved before T_q cannot produce codes.
     """
 
-    def __init__(self, codebook_size: int, dim: int, method: str, beta: float = 0.25):
+    def __init__(self, codebook_size: int, dim: int, method: str, beta: float = 0.25, vq_loss: str = "vqvae"):
         super().__init__()
-        self.method, self.beta = method, beta
+        if vq_loss not in ("unleashing", "vqvae"):
+            raise ValueError(f"vq_loss: {vq_loss!r} is not one of ['unleashing', 'vqvae']")
+        self.method, self.beta, self.vq_loss = method, beta, vq_loss
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5)
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -34,7 +43,11 @@ class Quantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         indices = self.assign(z)
         e = self.lookup(indices)
-        loss = F.mse_loss(e, z.detach()) + self.beta * F.mse_loss(z, e.detach())
+        codebook_term, commitment_term = F.mse_loss(e, z.detach()), F.mse_loss(z, e.detach())
+        if self.vq_loss == "unleashing":
+            loss = commitment_term + self.beta * codebook_term
+        else:
+            loss = codebook_term + self.beta * commitment_term
         return z + (e - z).detach(), indices, loss
 
     @torch.no_grad()

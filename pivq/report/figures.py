@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pivq.analysis.capacity import conventional_vq_bits, matching_bits, nearest_bits, pi_upper_bound_bits
+from pivq.analysis.probe import accuracy_order, gain_order
 from pivq.io import atomic_path
 from pivq.report import code_atlas, interpolation_paths, metrics_json, training_log
 from pivq.report import paper_values as paper
@@ -137,9 +138,23 @@ def figure4(runs: list[tuple[str, dict]]) -> Figure:
 
 # --- Figure 5 ------------------------------------------------------------------------------------
 
-def figure5(probe: dict, experiment: str, top: int) -> Figure:
-    """Probe accuracy (mean +- std over folds) beside the majority baseline, most predictable first."""
-    rows = probe["attributes"][:top]  # probe_attributes sorts by gain over the baseline
+PROBE_ORDERS = {"accuracy": (accuracy_order, "accuracy (most predictable)"),  # the paper's Figure 5
+                "gain": (gain_order, "gain over baseline")}
+
+
+def figure5_rows(probe: dict, top: int, order: str = "accuracy") -> list[dict]:
+    """The ``top`` attributes Figure 5 draws, in its order: ``order`` "accuracy" = highest cross-validated
+    accuracy_mean first, "gain" = largest gain over the majority baseline first (probe.json's order); ties by
+    name (report.figures.probe_order)."""
+    if order not in PROBE_ORDERS:
+        raise ValueError(f"report.figures.probe_order: {order!r} is not one of {sorted(PROBE_ORDERS)}")
+    return sorted(probe["attributes"], key=PROBE_ORDERS[order][0])[:top]
+
+
+def figure5(probe: dict, experiment: str, top: int, order: str = "accuracy") -> Figure:
+    """Probe accuracy (mean +- std over folds) beside the majority baseline, the ``top`` attributes by ``order``
+    (:func:`figure5_rows`)."""
+    rows = figure5_rows(probe, top, order)
     x = np.arange(len(rows))
     width = 0.4
     fig = Figure(figsize=(max(3.5, 0.38 * len(rows) + 1.2), 3.4))
@@ -152,7 +167,7 @@ def figure5(probe: dict, experiment: str, top: int) -> Figure:
     ax.set_ylim(0, 1.12)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel(f"accuracy ({probe['folds']}-fold cross-validation)")
-    ax.set_title(f"Attribute probe ({experiment}): top {len(rows)} by gain over baseline")
+    ax.set_title(f"Attribute probe ({experiment}): top {len(rows)} by {PROBE_ORDERS[order][1]}")
     ax.legend(loc="upper right", ncols=2, frameon=False)
     ax.grid(True, axis="y", lw=0.4, alpha=0.5)
     ax.set_axisbelow(True)
@@ -272,8 +287,12 @@ def training_curves(logs: list[tuple[str, pd.DataFrame]]) -> Figure:
 # --- entry point -----------------------------------------------------------------------------------
 
 def build_figures(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path, dpi: int = 150,
-                  formats: Sequence[str] = ("png", "pdf"), top_attributes: int = 15) -> list[Path]:
-    """Write every figure whose inputs exist; return the paths written (Figure 4 is always drawn)."""
+                  formats: Sequence[str] = ("png", "pdf"), top_attributes: int = 15,
+                  probe_order: str = "accuracy") -> list[Path]:
+    """Write every figure whose inputs exist; return the paths written (Figure 4 is always drawn).
+    ``top_attributes`` and ``probe_order`` (report.figures): Figure 5's attributes (:func:`figure5_rows`)."""
+    if probe_order not in PROBE_ORDERS:  # before any figure is drawn
+        raise ValueError(f"report.figures.probe_order: {probe_order!r} is not one of {sorted(PROBE_ORDERS)}")
     metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
     drawn: list[tuple[str, Callable[[], Figure]]] = []
 
@@ -289,7 +308,8 @@ def build_figures(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path
     for name in experiments:
         probe = metrics_json(metrics_dir, name, "probe.json")
         if probe is not None and probe["attributes"]:
-            drawn.append((f"figure5_probe_{name}", lambda p=probe, n=name: figure5(p, n, top_attributes)))
+            drawn.append((f"figure5_probe_{name}",
+                          lambda p=probe, n=name: figure5(p, n, top_attributes, probe_order)))
 
     for name in experiments:
         atlas = code_atlas(metrics_dir, name)

@@ -138,12 +138,46 @@ def table2(experiments: dict[str, dict], metrics_dir: Path) -> Table:
 
 # --- Table 3 -----------------------------------------------------------------------------------
 
-TABLE3_COLUMNS = ("source", "dataset", "method", "citation", "feature_extractor", "n_fake", *FIDELITY_METRICS,
-                  "experiment", "stands_in_for")
+TABLE3_COLUMNS = ("source", "dataset", "method", "citation", "feature_extractor", "n_fake", "nearest_k", "reference",
+                  *FIDELITY_METRICS, "experiment", "stands_in_for")
+REFERENCE_SPLITS = {"all": "all {of:,} images (train + test)", "train": "all {of:,} train images",
+                    "test": "all {of:,} test images"}
+
+
+def fidelity_k(fid: dict[str, Any]) -> str | None:
+    """The k of a fidelity.json's P, R, D, C as text: "3"; an older file with torch-fidelity's P/R at its own k
+    says both."""
+    if "prc_neighborhood" in fid and fid["prc_neighborhood"] != fid.get("nearest_k"):
+        return f"P, R (torch-fidelity's): {fid['prc_neighborhood']}; D, C: {fid.get('nearest_k')}"
+    return None if fid.get("nearest_k") is None else str(fid["nearest_k"])
+
+
+def fidelity_reference(fid: dict[str, Any]) -> str | None:
+    """A fidelity.json's reference (real) set as text, from its "reference" ({"split", "rows", "n", "of"}): "all
+    30,000 images (train + test)", "first 2,000 of all 5,000 images (train + test)", "2,000 at random of all 4,000
+    train images"; an older file (its "real_split" only) says so."""
+    ref = fid.get("reference")
+    if isinstance(ref, dict) and {"split", "rows", "n", "of"} <= set(ref):
+        pool = REFERENCE_SPLITS.get(ref["split"], "all {of:,} " + str(ref["split"]) + " images").format(of=ref["of"])
+        if ref["n"] == ref["of"]:
+            return pool
+        return f"first {ref['n']:,} of {pool}" if ref["rows"] == "first" else f"{ref['n']:,} at random of {pool}"
+    if "real_split" in fid:
+        n = fid.get("n_real")
+        count = f"{n:,}" if isinstance(n, int) else "?"
+        return f"{count} {fid['real_split']} images at random (older fidelity.json)"
+    return None
+
+
+def _ours(fid: dict[str, Any]) -> str:
+    k, ref = fidelity_k(fid), fidelity_reference(fid)
+    k = "k not recorded" if k is None else (f"k = {k} for P, R, D, C" if k.isdigit() else f"k = {k}")
+    return f"{k}; reference: {ref or 'not recorded'}"
 
 
 def table3(experiments: dict[str, dict], metrics_dir: Path) -> Table:
-    """Every row of Table 3 (all datasets, averages included), then one row per run's fidelity.json."""
+    """Every row of Table 3 (all datasets, averages included), then one row per run's fidelity.json, with the k of
+    its P, R, D, C and its reference set (per row, and in the caption when every run shares them)."""
     rows = []
     for dataset, method, ref, *values in paper.TABLE3:
         cite = CITATION.format(table=3) + (f", citing {ref}" if ref else "")
@@ -153,18 +187,28 @@ def table3(experiments: dict[str, dict], metrics_dir: Path) -> Table:
                      "feature_extractor": paper.TABLE3_EXTRACTOR,
                      "n_fake": paper.TABLE3_SAMPLES.get(dataset) if method == "Ours" else None,
                      **{m: _fixed(v, PAPER_DECIMALS[m]) for m, v in zip(FIDELITY_METRICS, values)}})
+    ours = {}
     for name, spec in experiments.items():
         fid = metrics_json(metrics_dir, name, "fidelity.json")
         if fid is None:
             continue
+        ours[name] = _ours(fid)
         rows.append({"source": "reproduced", "dataset": spec["dataset"], "method": f"PI-VQ ({spec['quantizer']})",
                      "feature_extractor": fid["feature_extractor"], "n_fake": fid["n_fake"],
+                     "nearest_k": fidelity_k(fid), "reference": fidelity_reference(fid),
                      **{m: _fixed(fid[m], DECIMALS[m]) for m in FIDELITY_METRICS},
                      "experiment": name, "stands_in_for": spec.get("paper_dataset")})
-    return Table("table3_metrics",
-                 "Table 3. Sample quality: the paper's rows as printed (Inception-v3 features) and ours "
-                 "(feature extractor named per row; values from different extractors are not comparable).",
-                 TABLE3_COLUMNS, rows)
+    caption = ("Table 3. Sample quality: the paper's rows as printed (Inception-v3 features) and ours "
+               "(feature extractor named per row; values from different extractors are not comparable).")
+    if ours:
+        caption += (" Ours: P, R, D, C are prdc's (Naeem et al.) at one k, as Unleashing Transformers' "
+                    "experiments/calc_PRDC.py line 86; ")
+        if len(set(ours.values())) == 1:
+            caption += next(iter(ours.values())) + "."
+        else:
+            caption += "k and the reference set differ between runs: " + "; ".join(
+                f"{name}: {text}" for name, text in ours.items()) + " (columns nearest_k, reference)."
+    return Table("table3_metrics", caption, TABLE3_COLUMNS, rows)
 
 
 # --- paper vs reproduced -------------------------------------------------------------------------
@@ -190,6 +234,7 @@ def paper_vs_reproduced(experiments: dict[str, dict], metrics_dir: Path) -> Tabl
             expected = paper.TABLE3_SAMPLES[target]
             if fidelity["n_fake"] != expected:
                 notes.append(f"{fidelity['n_fake']} samples vs the paper's {expected}")
+            notes.append(f"ours: {_ours(fidelity)}")
             for metric in FIDELITY_METRICS:
                 rows.append(_compare(base, "3", metric, ours[(target, "Ours")][metric], fidelity[metric], notes))
 

@@ -3,7 +3,9 @@ Training", reference DiffAugment_pytorch.py), applied to the discriminator's inp
 images alike (each draw independent, as in the reference and Unleashing Transformers).
 
 Policies: ``color`` (random brightness, saturation, contrast), ``translation`` (shift by up to 1/8 of the
-side, zero padding), ``cutout`` (zero a random half-size square). Images are (B, C, H, W) in [-1, 1].
+side, zero padding), ``cutout`` (zero a random half-size square). Images are (B, C, H, W) in the model's
+pixel range: on UT's [0, 1] the brightness shift of +-0.5 is half the range and padding is black, on [-1, 1] a
+quarter and mid-grey.
 
 Unlike the reference, every random number comes from an explicit CPU ``torch.Generator`` (saved in the
 training state, so a resumed run draws the same augmentations) and is then moved to the images' device:

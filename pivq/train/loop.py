@@ -1,13 +1,18 @@
 """The PI-VQ training loop (sections 3.6 and 3.7, supplement section 2), top to bottom.
 
-One step: sample a batch, encode, quantize (from T_q on), decode, loss, Adam, EMA; then, once the adversarial
-term is on, one discriminator step. The loss (Unleashing Transformers / taming-transformers VQ-GAN recipe):
+One step: read a batch (pivq.train.batches: shuffled epochs, or draws with replacement), encode, quantize (from
+T_q on), decode, loss, Adam; the EMA every ``ema_every`` steps; then, once the adversarial term is on, one
+discriminator step. The loss (Unleashing Transformers / taming-transformers VQ-GAN recipe):
 
     rec_loss = L1 + perceptual_weight * LPIPS(VGG)                        (LPIPS only if perceptual_weight > 0)
     loss     = rec_loss + lambda * hinge_g(D(DiffAug(rec))) + VQ          (adversarial term from adversarial_start)
+    VQ       = per vq_loss (pivq.quantize.module.Quantizer; UT's: |sg(e) - z|^2 + vq_beta |e - sg(z)|^2)
     lambda   = clamp(||grad rec_loss|| / (||grad g|| + 1e-4), 0, adaptive_weight_limit) * disc_weight, at the
                decoder's last layer weights, detached
     d_loss   = hinge_d(D(DiffAug(x)), D(DiffAug(rec).detach()))            (its own Adam, same lr and betas)
+
+Every term sees images in the model's pixel_range (UT's [0, 1], or [-1, 1]); params.yaml names each setting
+that follows Unleashing Transformers' code, with its file and line.
 
 The discriminator (seed + 1), the DiffAugment generator (seed + 2) and a random LPIPS trunk (seed + 3) are
 seeded on their own and built only when their term is on: a run with perceptual_weight 0 and
@@ -37,7 +42,6 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -50,6 +54,7 @@ from pivq.model.checkpoint import save_model
 from pivq.model.discriminator import build_discriminator
 from pivq.model.pixels import to_float
 from pivq.quantize import kmeans
+from pivq.train.batches import BatchOrder
 from pivq.train.diffaug import diff_augment
 from pivq.train.identity import identity_diff, identity_hash, run_identity
 from pivq.train.lock import run_lock
@@ -74,7 +79,9 @@ class Schedule:
     lr_per_sample: float  # Adam lr = lr_per_sample * batch_size (paper: 4.5e-6)
     adam_betas: tuple[float, float]
     ema_beta: float
-    beta_commit: float
+    ema_every: int  # the EMA moves on steps ema_every, 2 ema_every, ... (UT: 10)
+    vq_loss: str  # unleashing | vqvae (pivq.quantize.module.Quantizer)
+    vq_beta: float
     quantize_start: int  # T_q
     init_window: int  # W
     init_repeats: int
@@ -89,6 +96,8 @@ class Schedule:
     diffaug: tuple[str, ...]  # DiffAugment policies on the discriminator's inputs
     disc_layers: int
     disc_ndf: int
+    disc_init: str  # pytorch (UT) | taming (pivq.model.discriminator)
+    data_order: str  # epochs (UT) | replacement (pivq.train.batches)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
@@ -158,10 +167,11 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     losses = losses_of(sched)
     # LPIPS weights and the discriminator's size are checked before anything heavy happens
     lpips_net = build_lpips(perceptual_random_trunk, sched.seed + 3).to(dev) if sched.perceptual else None
-    cfg = ModelConfig.from_dict(experiment["model"], quantizer=experiment["quantizer"], beta=sched.beta_commit)
+    cfg = ModelConfig.of_experiment(experiment)
     disc = d_opt = aug_gen = None
     if sched.adversarial:
-        disc = build_discriminator(sched.disc_ndf, sched.disc_layers, cfg.resolution, sched.seed + 1).to(dev)
+        disc = build_discriminator(sched.disc_ndf, sched.disc_layers, cfg.resolution, sched.seed + 1,
+                                   sched.disc_init).to(dev)
         aug_gen = torch.Generator().manual_seed(sched.seed + 2)  # DiffAugment's random numbers
     data = PreparedDataset(dataset_dir, verify=True)  # a corrupt set stops the run, named
     if data.resolution != cfg.resolution:
@@ -169,6 +179,12 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     train_idx = data.indices("train")
     if not len(train_idx):
         raise ValueError(f"{dataset_dir} has no train images (split.csv): nothing to train {experiment['name']} on")
+    gen = torch.Generator().manual_seed(sched.seed)  # draws with replacement (and k-means++ seeding on the CPU)
+    try:
+        batch_rows = BatchOrder(train_idx, sched.batch_size, sched.data_order, sched.seed, gen)
+    except ValueError as err:
+        raise ValueError(f"{experiment['name']} on {dataset_dir}: schedules.{experiment.get('schedule_name', '<schedule>')}: "
+                         f"{err}") from None
     images = data.images
     identity = run_identity(experiment, data.manifest["files"])
     ckpt = run_dir / "checkpoints" / "latest.pt"
@@ -190,7 +206,6 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     if disc is not None:
         d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=sched.adam_betas)
     last_layer = model.conv_decoder.conv_out.weight  # where the adaptive weight compares gradient norms
-    gen = torch.Generator().manual_seed(sched.seed)  # drives batch sampling (and k-means++ seeding on the CPU)
     # k-means++ draws on the device the window lives on: on the CPU from the batch generator itself (the
     # embedded runs consume exactly the random numbers they always did), on a GPU from a generator there
     kmeans_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(sched.seed + 4)
@@ -239,8 +254,7 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                 init_codebook(model, ema, history, sched, kmeans_gen, step, init_log)
                 if step == sched.init_steps[-1]:
                     history.clear()  # never used again: later checkpoints stay the size of the weights
-            batch = train_idx[torch.randint(len(train_idx), (sched.batch_size,), generator=gen).numpy()]
-            x = to_float(read_rows(images, np.sort(batch)), dev)  # (its pages leave the RSS again)
+            x = to_float(read_rows(images, batch_rows(step)), dev, cfg.pixel_range)  # (pages leave the RSS again)
             quantize = step >= sched.quantize_start
             adversarial = disc is not None and step >= sched.adversarial_start
             rec, z, indices, vq_loss = model(x, quantize=quantize)
@@ -274,7 +288,8 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                 sums["d_loss"] += d_loss.item()
                 sums["d_weight"] += d_weight.item()
                 sums["n_adv"] += 1
-            ema_update(ema, model, sched.ema_beta)
+            if step > 0 and step % sched.ema_every == 0:  # UT's condition (train_vqgan.py line 195)
+                ema_update(ema, model, sched.ema_beta)
             if sched.init_steps[0] - sched.init_window <= step < sched.init_steps[-1]:  # a k-means window
                 history.append(z.detach().reshape(-1, cfg.width))  # stays on the device, like k-means
             if indices is not None:

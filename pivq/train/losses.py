@@ -1,6 +1,8 @@
 """The loss terms of the training recipe beyond L1 + VQ (Unleashing Transformers / taming-transformers).
 
-* LPIPS (Zhang et al. 2018) with the VGG16 trunk, on images in [-1, 1] (the ``lpips`` package).
+* LPIPS (Zhang et al. 2018) with the VGG16 trunk (the ``lpips`` package), on the images as the model sees them:
+  in [0, 1] for a pixel_range "unit" model, as Unleashing Transformers calls ``lpips.LPIPS(net="vgg")`` on its
+  [0, 1] images (models/vqgan.py line 438), or in [-1, 1] (LPIPS's documented range) for "symmetric".
 * Hinge GAN losses for a PatchGAN discriminator (pivq.model.discriminator).
 * The adaptive weight of the generator's adversarial loss: ||grad rec_loss|| / (||grad g_loss|| + 1e-4) at the
   decoder's last layer weights, clamped to [0, limit], times ``disc_weight``, detached.
