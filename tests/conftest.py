@@ -43,6 +43,8 @@ TINY_SCHEDULE = {
     "disc_ndf": 64,
     "disc_init": "pytorch",
     "data_order": "epochs",
+    "precision": "fp32",
+    "compile": False,
 }
 
 

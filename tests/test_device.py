@@ -206,3 +206,25 @@ def test_the_gpu_check_runs_in_its_tiny_form_on_the_cpu(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert [r["stage"] for r in written["stages"]] == [r["stage"] for r in rows]
     assert [int(r["step"]) for r in written["train_log"]] == [4, 8, 12]
+
+
+def test_the_training_benchmark_runs_in_its_tiny_form_and_counts_flops(one_thread):
+    """benchmarks/bench_train.py's tiny case on the CPU: the real loop, a timed window after T_q, the assignment's
+    share of it, and FLOPs counted on the meta device (ut256 before the discriminator: about 4.6 TFLOP a step)."""
+    import copy
+    import importlib.util
+
+    from pivq.config import load_params, resolve_experiment
+
+    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[1] / "benchmarks" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.run_case("tiny", "cpu", 1)
+    assert row["quantized"] == 1 and row["measured_steps"] == 4 and row["s_per_step"] > 0
+    assert 0 < row["assign_share"] < 1 and row["tflop_per_step"] > 0 and row["mfu"] is None  # no CPU peak
+    exp = copy.deepcopy(resolve_experiment(load_params(Path(__file__).parents[1] / "params.yaml"), "celebahq256"))
+    exp["schedule"]["adversarial_start"] = None
+    pre = bench.step_flops(exp)
+    exp["schedule"]["adversarial_start"] = 0
+    assert 4.3e12 < pre < 4.9e12 and bench.step_flops(exp) > pre  # the discriminator adds FLOPs
+    assert bench.peak_flops("NVIDIA H200", "bf16") == 989e12 and bench.peak_flops("cpu", "bf16") is None

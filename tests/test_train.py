@@ -265,6 +265,7 @@ CHANGES = {
     "VQ loss form": dict(schedule={"vq_loss": "vqvae"}),
     "data order": dict(schedule={"data_order": "replacement"}),
     "pixel range": dict(model={"pixel_range": "symmetric"}),
+    "precision": dict(schedule={"precision": "bf16"}),
     "fewer steps": dict(schedule={"steps": 40}),
 }
 
@@ -537,3 +538,90 @@ def test_paper_presets_follow_unleashing_transformers(params):
         assert (model["pixel_range"], model["conv_tail"]) == ("unit", "norm-conv"), name
         metrics = exp["metrics"]
         assert (metrics["nearest_k"], metrics["reference"], metrics["reference_rows"]) == (3, "all", "first"), name
+
+
+# --- the step at the GPU's speed: precision, device-side bookkeeping, batches (issue 19) ----------------------
+
+
+def test_bf16_autocast_trains_with_the_quantizer_in_float32(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    """precision bf16 (CPU autocast here, as on a GPU): the conv stacks and transformers compute in bf16, the
+    quantizer's inputs and codebook are float32 with autocast off, and the run ends with finite losses."""
+    from pivq.quantize import module
+
+    seen, original = [], module.assign
+
+    def spy(z, codebook, method):
+        seen.append((z.dtype, codebook.dtype, torch.is_autocast_enabled("cpu")))
+        return original(z, codebook, method)
+
+    monkeypatch.setattr(module, "assign", spy)
+    encoder_dtypes = []
+    hook = PIVQ.encode
+
+    def encode(self, x):
+        z = hook(self, x)
+        encoder_dtypes.append(self.conv_encoder(x).dtype)
+        return z
+
+    monkeypatch.setattr(PIVQ, "encode", encode)
+    summary = _run(make_experiment(schedule={"precision": "bf16", "steps": 30}), toyfaces16, tmp_path)
+    assert seen and set(seen) == {(torch.float32, torch.float32, False)}
+    assert torch.bfloat16 in encoder_dtypes  # the autocast did reach the network
+    assert all(np.isfinite([r["loss"], r["l1"], r["vq"]]).all() for r in summary["log"])
+    assert summary["log"][-1]["l1"] < summary["log"][0]["l1"] * 1.5
+
+
+def test_foreach_ema_equals_the_per_parameter_update(make_model):
+    ema, model = make_model(seed=0), make_model(seed=1)
+    model.quantizer.initialized.fill_(False)
+    reference = [e.detach().clone().lerp_(p.detach(), 1 - 0.9) for e, p in zip(ema.parameters(), model.parameters())]
+    loop.ema_update(ema, model, 0.9)
+    for got, want in zip(ema.parameters(), reference):
+        assert torch.equal(got, want)
+    assert not bool(ema.quantizer.initialized)  # buffers are copied
+
+
+@pytest.mark.parametrize("order", ["epochs", "replacement"])
+def test_resident_and_streamed_batches_are_the_same_pixels(order, toyfaces16):
+    """The device-resident train split and the memmap (with the next batch prefetched for epochs) draw the same
+    uint8 batches, step by step."""
+    from pivq.data import PreparedDataset
+    from pivq.data.prepared import read_rows
+    from pivq.train.batches import BatchOrder
+    from pivq.train.images import TrainImages
+
+    data = PreparedDataset(toyfaces16)
+    rows = data.indices("train")
+
+    def source(resident):
+        order_ = BatchOrder(rows, 8, order, seed=2, gen=torch.Generator().manual_seed(2))
+        return TrainImages(data.images, order_, torch.device("cpu"), resident=resident, prefetch=True), order_
+
+    (resident, _), (streamed, _), (_, plain) = source(True), source(False), source(False)
+    assert resident.resident and not streamed.resident and (streamed._pool is not None) == (order == "epochs")
+    try:
+        for step in range(60):  # 200 train rows: 25 steps an epoch, so epochs change twice
+            a, b = resident(step), streamed(step)
+            assert a.dtype == torch.uint8 and torch.equal(a, b)
+            assert torch.equal(a, torch.from_numpy(read_rows(data.images, plain(step))))
+    finally:
+        streamed.close()
+
+
+def test_a_nan_after_a_checkpoint_leaves_that_checkpoint_as_the_last_good_one(make_experiment, toyfaces16, tmp_path,
+                                                                              monkeypatch):
+    """The finite check reads one device flag per log row (and before each checkpoint): a NaN at step 16 (after
+    the checkpoint at 15, before the log row at 20) stops the run naming step 16, and latest.pt stays step 15's."""
+    original = PIVQ.forward
+    calls = {"n": 0}
+
+    def forward(self, x, quantize=True):
+        rec, z, indices, vq_loss = original(self, x, quantize)
+        calls["n"] += 1
+        return (rec * float("nan") if calls["n"] == 17 else rec), z, indices, vq_loss
+
+    monkeypatch.setattr(PIVQ, "forward", forward)
+    with pytest.raises(FloatingPointError, match=r"not finite at step 16\b"):
+        _run(make_experiment(), toyfaces16, tmp_path)
+    assert read_checkpoint(tmp_path / "checkpoints" / "latest.pt", expect=STATE_FORMAT)["step"] == 15
+    assert not (tmp_path / "model.pt").exists()

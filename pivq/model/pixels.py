@@ -28,13 +28,16 @@ def span(pixel_range: str) -> float:
     return 255.0 / _range(pixel_range)[1]
 
 
-def to_float(images: np.ndarray, device: torch.device, pixel_range: str) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in ``pixel_range`` ([0, 1] for "unit", [-1, 1] for "symmetric")."""
+def to_float(images: np.ndarray | torch.Tensor, device: torch.device, pixel_range: str) -> torch.Tensor:
+    """uint8 (B, H, W, 3), an array or a tensor (on any device) -> float (B, 3, H, W) on ``device`` in
+    ``pixel_range`` ([0, 1] for "unit", [-1, 1] for "symmetric")."""
     offset, scale = _range(pixel_range)
-    images = np.ascontiguousarray(images)
-    if not images.flags.writeable:  # a read-only memmap slice: torch warns on sharing it; the uint8 copy is cheap
-        images = images.copy()
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / scale
+    if not isinstance(images, torch.Tensor):
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # a read-only memmap slice: torch warns on sharing it; the copy is cheap
+            images = images.copy()
+        images = torch.from_numpy(images)
+    x = images.to(device).permute(0, 3, 1, 2).float() / scale
     return x + offset if offset else x
 
 

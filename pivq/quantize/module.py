@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pivq.quantize.assign import assign
+from pivq.precision import full_fp32
 
 
 class Quantizer(nn.Module):
@@ -19,7 +20,9 @@ class Quantizer(nn.Module):
     * ``vq_loss="vqvae"``: ||e - sg(z)||^2 + beta ||z - sg(e)||^2, VQ-VAE's (van den Oord et al. 2017): the
       codebook moves with weight 1, the encoder commits with beta.
 
-    Each term is a mean over all elements, as ``torch.mean`` in UT. Gradients reach z straight through.
+    Each term is a mean over all elements, as ``torch.mean`` in UT. Gradients reach z straight through. The
+    assignment and the loss run in full float32 (pivq.precision.full_fp32) whatever the training precision:
+    matching sees the same costs under bf16 autocast as in float32.
     ``initialized`` records whether the codebook has been set from data (delayed initialisation, section 3.7):
     a model saved before T_q cannot produce codes.
     """
@@ -41,14 +44,16 @@ class Quantizer(nn.Module):
         return F.embedding(indices, self.codebook)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        indices = self.assign(z)
-        e = self.lookup(indices)
-        codebook_term, commitment_term = F.mse_loss(e, z.detach()), F.mse_loss(z, e.detach())
-        if self.vq_loss == "unleashing":
-            loss = commitment_term + self.beta * codebook_term
-        else:
-            loss = codebook_term + self.beta * commitment_term
-        return z + (e - z).detach(), indices, loss
+        with full_fp32(z.device):
+            z = z.float()
+            indices = self.assign(z)
+            e = self.lookup(indices)
+            codebook_term, commitment_term = F.mse_loss(e, z.detach()), F.mse_loss(z, e.detach())
+            if self.vq_loss == "unleashing":
+                loss = commitment_term + self.beta * codebook_term
+            else:
+                loss = codebook_term + self.beta * commitment_term
+            return z + (e - z).detach(), indices, loss
 
     @torch.no_grad()
     def set_codebook(self, centres: torch.Tensor) -> None:

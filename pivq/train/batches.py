@@ -29,6 +29,11 @@ class BatchOrder:
         self.steps_per_epoch = len(rows) // batch_size
         self._epoch, self._perm = -1, None
 
+    @property
+    def stateless(self) -> bool:
+        """Whether a step's rows follow from the step alone (so they may be read ahead of time)."""
+        return self.order == "epochs"
+
     def epoch_permutation(self, epoch: int) -> np.ndarray:
         """Positions into ``rows`` in epoch ``epoch``'s order."""
         return np.random.default_rng((self.seed, epoch)).permutation(len(self.rows))

@@ -14,6 +14,11 @@ discriminator step. The loss (Unleashing Transformers / taming-transformers VQ-G
 Every term sees images in the model's pixel_range (UT's [0, 1], or [-1, 1]); params.yaml names each setting
 that follows Unleashing Transformers' code, with its file and line.
 
+At the device's speed: the forward passes run in the schedule's ``precision`` (pivq.precision; the quantizer always
+in float32); batches come resident on the GPU or streamed from the memmap (pivq.train.images); loss sums and the
+finite check (FiniteGuard) stay on the device until a log row; on a GPU, fused Adam, channels_last conv stacks,
+cuDNN autotuning and optionally torch.compile. On the CPU in fp32 every number is what it was before these.
+
 The discriminator (seed + 1), the DiffAugment generator (seed + 2) and a random LPIPS trunk (seed + 3) are
 seeded on their own and built only when their term is on: a run with perceptual_weight 0 and
 adversarial_start null consumes exactly the random numbers it did before they existed (bit-identical weights).
@@ -34,6 +39,7 @@ The embedded default (toy) trains on L1 + the VQ losses, and says so in its outp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import signal
@@ -46,7 +52,6 @@ import torch
 from tqdm import tqdm
 
 from pivq.data import PreparedDataset
-from pivq.data.prepared import read_rows
 from pivq.io import atomic_path, remove_stale_temporaries, write_json
 from pivq.logs import software_versions
 from pivq.model import PIVQ, ModelConfig
@@ -54,7 +59,9 @@ from pivq.model.checkpoint import save_model
 from pivq.model.discriminator import build_discriminator
 from pivq.model.pixels import to_float
 from pivq.quantize import kmeans
+from pivq.precision import autocast, check_precision, gpu_settings
 from pivq.train.batches import BatchOrder
+from pivq.train.images import TrainImages
 from pivq.train.diffaug import diff_augment
 from pivq.train.identity import identity_diff, identity_hash, run_identity
 from pivq.train.lock import run_lock
@@ -98,6 +105,8 @@ class Schedule:
     disc_ndf: int
     disc_init: str  # pytorch (UT) | taming (pivq.model.discriminator)
     data_order: str  # epochs (UT) | replacement (pivq.train.batches)
+    precision: str  # fp32 | tf32 | bf16 (pivq.precision)
+    compile: bool  # torch.compile the conv stacks (and the discriminator) on a GPU
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
@@ -135,10 +144,10 @@ class Preempted(SystemExit):
 
 @torch.no_grad()
 def ema_update(ema: PIVQ, model: PIVQ, beta: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - beta)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    """ema <- ema + (1 - beta) (model - ema) for every parameter, buffers copied: one foreach kernel family for
+    all tensors (on the CPU, the same per-tensor lerp_ as a loop)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - beta)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def train(experiment: dict, dataset_dir: str | Path, run_dir: str | Path, threads: int = 1,
@@ -164,6 +173,7 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     """train()'s body, run while holding the run's lock."""
     torch.set_num_threads(threads)
     sched = Schedule.from_dict(experiment["schedule"])
+    check_precision(sched.precision)
     losses = losses_of(sched)
     # LPIPS weights and the discriminator's size are checked before anything heavy happens
     lpips_net = build_lpips(perceptual_random_trunk, sched.seed + 3).to(dev) if sched.perceptual else None
@@ -185,7 +195,6 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     except ValueError as err:
         raise ValueError(f"{experiment['name']} on {dataset_dir}: schedules.{experiment.get('schedule_name', '<schedule>')}: "
                          f"{err}") from None
-    images = data.images
     identity = run_identity(experiment, data.manifest["files"])
     ckpt = run_dir / "checkpoints" / "latest.pt"
     # temporaries of writes cut short by a killed earlier run; no other process writes here while we hold the lock
@@ -200,11 +209,23 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
 
     torch.manual_seed(sched.seed)
     model = PIVQ(cfg).to(dev)
+    gpu = dev.type == "cuda"  # a GPU's speed settings; on the CPU every number is what it always was
+    if gpu:
+        for net in (model.conv_encoder, model.conv_decoder, disc, lpips_net):
+            if net is not None:
+                net.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     lr = sched.lr_per_sample * sched.batch_size
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=sched.adam_betas)
+    fused = True if gpu else None  # one fused Adam kernel per step on a GPU (the CPU keeps torch's default)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=sched.adam_betas, fused=fused)
     if disc is not None:
-        d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=sched.adam_betas)
+        d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=sched.adam_betas, fused=fused)
+    if sched.compile and gpu:  # in place: the state dict keeps its keys
+        for net in (model.conv_encoder, model.conv_decoder, disc):
+            if net is not None:
+                net.compile()
+    amp = autocast(sched.precision, dev)
+    finite = FiniteGuard(experiment["name"], ckpt, dev)
     last_layer = model.conv_decoder.conv_out.weight  # where the adaptive weight compares gradient norms
     # k-means++ draws on the device the window lives on: on the CPU from the batch generator itself (the
     # embedded runs consume exactly the random numbers they always did), on a GPU from a generator there
@@ -233,18 +254,22 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
         log.info("resumed %s from %s at step %d", experiment["name"], ckpt, step)
 
     def checkpoint() -> None:
+        finite.check()  # never a checkpoint of weights a non-finite loss has touched
         save_state(ckpt, model=model, ema=ema, optimizer=opt, generator=gen,
                    kmeans_generator=None if kmeans_gen is gen else kmeans_gen, history=list(history),
                    rows=rows, init_log=init_log, step=step, config=cfg.to_dict(),
-                   window_codes=window_codes, window_sums=sums, identity=identity, discriminator=disc,
-                   disc_optimizer=d_opt, aug_generator=aug_gen)
+                   window_codes=[c.cpu() for c in window_codes], window_sums={k: float(v) for k, v in sums.items()},
+                   identity=identity, discriminator=disc, disc_optimizer=d_opt, aug_generator=aug_gen)
 
     stop = {"signal": None}
 
     def on_signal(signum, frame):  # finish the current step, checkpoint, exit non-zero
         stop["signal"] = signal.Signals(signum).name
 
+    batches = TrainImages(data.images, batch_rows, dev, resident=None)  # resident on a GPU when they fit
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    settings = contextlib.ExitStack()
+    settings.enter_context(gpu_settings(sched.precision, dev))  # TF32, cuDNN autotuning: restored after
     t_start, t_window = time.perf_counter(), time.perf_counter()
     bar = tqdm(total=sched.steps, initial=step, desc=f"train {experiment['name']}", disable=not progress,
                mininterval=5)
@@ -254,56 +279,64 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                 init_codebook(model, ema, history, sched, kmeans_gen, step, init_log)
                 if step == sched.init_steps[-1]:
                     history.clear()  # never used again: later checkpoints stay the size of the weights
-            x = to_float(read_rows(images, batch_rows(step)), dev, cfg.pixel_range)  # (pages leave the RSS again)
+            x = to_float(batches(step), dev, cfg.pixel_range)
+            if gpu:
+                x = x.contiguous(memory_format=torch.channels_last)
             quantize = step >= sched.quantize_start
             adversarial = disc is not None and step >= sched.adversarial_start
-            rec, z, indices, vq_loss = model(x, quantize=quantize)
-            l1 = (rec - x).abs().mean()
-            rec_loss = l1
-            if lpips_net is not None:
-                p_loss = lpips_net(x, rec).mean()
-                rec_loss = rec_loss + sched.perceptual_weight * p_loss
+            with amp:  # bf16 autocast (precision: bf16) over the forward passes; the quantizer stays float32
+                rec, z, indices, vq_loss = model(x, quantize=quantize)
+                rec = rec.float()
+                l1 = (rec - x).abs().mean()
+                rec_loss = l1
+                if lpips_net is not None:
+                    p_loss = lpips_net(x, rec).mean().float()
+                    rec_loss = rec_loss + sched.perceptual_weight * p_loss
+                if adversarial:
+                    disc.requires_grad_(False)  # the generator's pass: gradients reach the decoder, not D
+                    fake = diff_augment(rec, sched.diffaug, aug_gen)
+                    g_loss = hinge_g_loss(disc(fake)).float()
             if adversarial:
-                disc.requires_grad_(False)  # the generator's pass: gradients reach the decoder, not D
-                fake = diff_augment(rec, sched.diffaug, aug_gen)
-                g_loss = hinge_g_loss(disc(fake))
                 d_weight = adaptive_weight(rec_loss, g_loss, last_layer, sched.adaptive_weight_limit,
                                            sched.disc_weight)
                 loss = rec_loss + d_weight * g_loss + vq_loss
             else:
                 loss = rec_loss + vq_loss
-            _check_finite(loss, "loss", experiment["name"], step, ckpt)
+            finite.record(loss, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if adversarial:
                 disc.requires_grad_(True)
                 real = diff_augment(x, sched.diffaug, aug_gen)
-                d_loss = hinge_d_loss(disc(real), disc(fake.detach()))
-                _check_finite(d_loss, "discriminator loss", experiment["name"], step, ckpt)
+                with amp:
+                    d_loss = hinge_d_loss(disc(real), disc(fake.detach())).float()
+                finite.record(d_loss, step)
                 d_opt.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_opt.step()
-                sums["g_loss"] += g_loss.item()
-                sums["d_loss"] += d_loss.item()
-                sums["d_weight"] += d_weight.item()
+                # sums stay on the device (float64: the same numbers as summing .item()s) until a log row
+                sums["g_loss"] += g_loss.detach().double()
+                sums["d_loss"] += d_loss.detach().double()
+                sums["d_weight"] += d_weight.double()
                 sums["n_adv"] += 1
             if step > 0 and step % sched.ema_every == 0:  # UT's condition (train_vqgan.py line 195)
                 ema_update(ema, model, sched.ema_beta)
             if sched.init_steps[0] - sched.init_window <= step < sched.init_steps[-1]:  # a k-means window
-                history.append(z.detach().reshape(-1, cfg.width))  # stays on the device, like k-means
+                history.append(z.detach().float().reshape(-1, cfg.width))  # stays on the device, like k-means
             if indices is not None:
-                window_codes.append(indices.cpu())
-            sums["loss"] += loss.item()
-            sums["l1"] += l1.item()
-            sums["vq"] += vq_loss.item()
+                window_codes.append(indices.detach())
+            sums["loss"] += loss.detach().double()
+            sums["l1"] += l1.detach().double()
+            sums["vq"] += vq_loss.detach().double()
             if lpips_net is not None:
-                sums["lpips"] += p_loss.item()
+                sums["lpips"] += p_loss.detach().double()
             sums["n"] += 1
             step += 1
             bar.update()
 
             if step % sched.log_every == 0 or step == sched.steps:
+                finite.check()  # the one host read of the window: a non-finite loss stops the run here
                 rows.append(_log_row(step, sums, window_codes, quantize, adversarial,
                                      time.perf_counter() - t_window))
                 bar.set_postfix(l1=f"{rows[-1]['l1']:.4f}", k_data=rows[-1]["k_data"])
@@ -316,8 +349,13 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                                 "rerun the same command to resume")
             if step % sched.checkpoint_every == 0 and step < sched.steps:
                 checkpoint()
+    except Exception:
+        finite.check()  # a non-finite loss earlier in the window is the cause to name (NaN weights fail later)
+        raise
     finally:
         bar.close()
+        batches.close()
+        settings.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -360,11 +398,25 @@ def _own_checkpoint(ckpt: Path, identity: dict, steps: int, run_dir: Path) -> di
     return None
 
 
-def _check_finite(value: torch.Tensor, what: str, name: str, step: int, ckpt: Path) -> None:
-    """A NaN or inf stops the run; the last checkpoint written stays the last good one."""
-    if not torch.isfinite(value):
-        raise FloatingPointError(f"{name}: {what} is {value.item()} at step {step}; stopping. "
-                                 f"The last good checkpoint is {ckpt if ckpt.exists() else 'not written yet'}")
+class FiniteGuard:
+    """Records, on the device, the first step whose loss (or discriminator loss) was not finite; ``check`` reads it
+    (one host sync) at each log row, before each checkpoint and when the loop fails, and stops the run naming
+    that step. No checkpoint is written after a non-finite loss, so the last one on disk is the last good one."""
+
+    def __init__(self, name: str, ckpt: Path, device: torch.device):
+        self.name, self.ckpt = name, ckpt
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def record(self, value: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(value.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, step, self.first_bad)
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise FloatingPointError(
+                f"{self.name}: the loss is not finite at step {step}; stopping. The last good checkpoint is "
+                f"{self.ckpt if self.ckpt.exists() else 'not written yet'}")
 
 
 def init_codebook(model: PIVQ, ema: PIVQ, history, sched: Schedule, gen: torch.Generator, step: int,
@@ -389,14 +441,15 @@ def _new_sums() -> dict:
 
 def _log_row(step: int, sums: dict, window_codes: list[torch.Tensor], quantized: bool, adversarial: bool,
              seconds: float) -> dict:
+    sums = {k: float(v) for k, v in sums.items()}  # the window's device sums, read once
     n, n_adv = max(sums["n"], 1), max(sums["n_adv"], 1)
     row = {"step": step, "loss": sums["loss"] / n, "l1": sums["l1"] / n, "lpips": sums["lpips"] / n,
            "vq": sums["vq"] / n, "g_loss": sums["g_loss"] / n_adv, "d_loss": sums["d_loss"] / n_adv,
            "d_weight": sums["d_weight"] / n_adv, "k_data": 0, "k_img_max": 0, "k_img_mean": 0.0,
            "quantized": int(quantized), "adversarial": int(adversarial), "steps_per_s": sums["n"] / max(seconds, 1e-9)}
     if window_codes:
-        codes = torch.cat(window_codes)
-        per_image = torch.tensor([len(torch.unique(c)) for c in codes])
+        codes = torch.cat(window_codes).sort(dim=1).values  # (images, L), on the device the codes came from
+        per_image = 1 + (codes[:, 1:] != codes[:, :-1]).sum(dim=1)  # distinct codes of each image
         row.update(k_data=len(torch.unique(codes)), k_img_max=int(per_image.max()),
                    k_img_mean=float(per_image.float().mean()))
     return row
