@@ -17,15 +17,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 MATCHING = importlib.import_module("pivq.quantize.matching")
 
 
-@pytest.fixture
-def no_fallback(monkeypatch):
-    """The fast solver must prove its own answers: its dense fallback would hide a broken certificate."""
+@pytest.fixture(params=["lapx", "scipy"])
+def no_fallback(request, monkeypatch):
+    """The fast solver must prove its own answers: its dense fallback would hide a broken certificate. Run with
+    each dense solver of the cores: lapx (a declared dependency) and scipy (what runs without it)."""
 
     def fail(dist):
         raise AssertionError("dense fallback used")
 
     monkeypatch.setattr(MATCHING, "_dense_reference", fail)
-    monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)  # small problems would go straight to scipy
+    monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)  # small problems would go straight to the dense solver
+    if request.param == "scipy":
+        monkeypatch.setattr(MATCHING, "_lapx", None)
+    else:
+        assert MATCHING._lapx is not None, "lapx is a dependency of pivq (pyproject.toml)"
+    return request.param
 
 KINDS = ["gaussian", "clustered", "collapsed", "near_collapsed", "near_distinct", "ties"]
 
@@ -281,6 +287,30 @@ def test_matching_images_solved_on_threads(monkeypatch):
         threads.clear()
         _check(z, codebook, "default")
         assert any(name.startswith("pivq-matching") for name in threads) == pooled, (small_problem, threads)
+
+
+@pytest.mark.parametrize("solver", ["lapx", "scipy"])
+def test_dense_solve_is_scipys_optimum_and_refuses_what_scipy_refuses(monkeypatch, solver):
+    """_dense_solve (lapx's lapjvh, or scipy without it) on rectangular, square, tied and forbidden (inf)
+    problems: scipy's optimal cost, distinct columns, rows in order; an infeasible problem raises ValueError."""
+    if solver == "scipy":
+        monkeypatch.setattr(MATCHING, "_lapx", None)
+    rng = np.random.default_rng(70)
+    for trial in range(600):
+        n = int(rng.integers(1, 30))
+        m = n + int(rng.integers(0, 3 if trial % 2 else 60))
+        cost = rng.integers(0, 4, size=(n, m)).astype(float) if trial % 3 == 0 else rng.random((n, m))
+        if trial % 5 == 0:  # some forbidden pairs, leaving a full matching (the diagonal)
+            cost[rng.random((n, m)) < 0.3] = np.inf
+            cost[np.arange(n), np.arange(n)] = 1.0
+        rows, cols = MATCHING._dense_solve(cost)
+        ref_rows, ref_cols = linear_sum_assignment(cost)
+        assert np.array_equal(rows, np.arange(n)) and len(set(cols.tolist())) == n
+        assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum(), rel=1e-12, abs=1e-12)
+    infeasible = np.full((3, 4), np.inf)
+    infeasible[:, 0] = 1.0
+    with pytest.raises(ValueError):
+        MATCHING._dense_solve(infeasible)
 
 
 @pytest.mark.parametrize("kind", ["collapsed", "near_collapsed"])
