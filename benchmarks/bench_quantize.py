@@ -226,7 +226,8 @@ def timings(args: argparse.Namespace, clock: SolverClock) -> None:
         print(
             f"| {shape} | {kind} | {t_dist:.1f} | {t_near:.1f} | {t_ref:.1f} "
             f"| {t_lap:.1f} | {t_ours:.1f} | {t['scipy cores']:.1f} | {t_sink:.1f} | {t_ours / t_ref:.3f} "
-            f"| {t_ours / t['scipy cores']:.2f} | {t_ours / t_near:.2f} | {t_core:.1f} | {t_core / (0.2 * t_near):.2f} |",
+            f"| {t_ours / t['scipy cores']:.2f} | {t_ours / t_near:.2f} | {t_core:.1f} "
+            f"| {t_core / (0.2 * t_near):.2f} |",
             flush=True,
         )
 

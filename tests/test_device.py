@@ -216,7 +216,8 @@ def test_the_training_benchmark_runs_in_its_tiny_form_and_counts_flops(one_threa
 
     from pivq.config import load_params, resolve_experiment
 
-    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[1] / "benchmarks" / "bench_train.py")
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = bench.run_case("tiny", "cpu", 1)

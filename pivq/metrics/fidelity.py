@@ -15,8 +15,8 @@ Memory: images come from batch sources (:class:`ImageSource`: the prepared memma
 an array) and only one batch of them is in memory at a time, so host memory does not grow with the number of
 images (50k fake + 50k real images at 256x256 would be 20 GB). What does grow with N is what the metrics need
 whole: the features, N x D float32 per set (8 KiB an image at Inception's D = 2048, against 192 KiB for a
-256x256 image). torch-fidelity's precision/recall (``prc_chunked``) hold one min(N, ``PRC_BATCH_SIZE``)^2 tile of float32
-distances at a time, on the features' device: at most 381 MiB whatever N, where torch-fidelity's
+256x256 image). torch-fidelity's precision/recall (``prc_chunked``) hold one min(N, ``PRC_BATCH_SIZE``)^2 tile
+of float32 distances at a time, on the features' device: at most 381 MiB whatever N, where torch-fidelity's
 ``prc_features_to_metric`` held a min(N, 10,000) x N block on the host, with its parts and kthvalue's copy (about
 19 bytes x min(N, 10,000) x N: some 9.5 GB at N = 50,000, by that arithmetic). In the stage at 8,000 + 8,000
 images the step added 244 MiB of anonymous memory against torch-fidelity's 1,221 MiB, with the same numbers

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pivq.model.pixels import PIXEL_RANGES
 from pivq.quantize import Quantizer
+from pivq.quantize.module import VQ_LOSSES
 
 
-VQ_LOSSES = ("unleashing", "vqvae")
-PIXEL_RANGES = ("unit", "symmetric")
 CONV_TAILS = ("norm-conv", "norm-silu-conv")
 
 

@@ -15,6 +15,7 @@ import torch
 
 # (offset, scale): float = uint8 / scale + offset; the span of the range is 255 / scale
 _RANGES = {"unit": (0.0, 255.0), "symmetric": (-1.0, 127.5)}
+PIXEL_RANGES = tuple(_RANGES)
 
 
 def _range(pixel_range: str) -> tuple[float, float]:

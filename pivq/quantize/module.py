@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pivq.quantize.assign import assign
+
+VQ_LOSSES = ("unleashing", "vqvae")
 from pivq.precision import full_fp32
 
 
@@ -29,8 +31,8 @@ class Quantizer(nn.Module):
 
     def __init__(self, codebook_size: int, dim: int, method: str, beta: float = 0.25, vq_loss: str = "vqvae"):
         super().__init__()
-        if vq_loss not in ("unleashing", "vqvae"):
-            raise ValueError(f"vq_loss: {vq_loss!r} is not one of ['unleashing', 'vqvae']")
+        if vq_loss not in VQ_LOSSES:
+            raise ValueError(f"vq_loss: {vq_loss!r} is not one of {list(VQ_LOSSES)}")
         self.method, self.beta, self.vq_loss = method, beta, vq_loss
         self.codebook = nn.Parameter(torch.randn(codebook_size, dim) / dim**0.5)
         self.register_buffer("initialized", torch.tensor(False))

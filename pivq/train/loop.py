@@ -193,8 +193,8 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     try:
         batch_rows = BatchOrder(train_idx, sched.batch_size, sched.data_order, sched.seed, gen)
     except ValueError as err:
-        raise ValueError(f"{experiment['name']} on {dataset_dir}: schedules.{experiment.get('schedule_name', '<schedule>')}: "
-                         f"{err}") from None
+        schedule = experiment.get("schedule_name", "<schedule>")
+        raise ValueError(f"{experiment['name']} on {dataset_dir}: schedules.{schedule}: {err}") from None
     identity = run_identity(experiment, data.manifest["files"])
     ckpt = run_dir / "checkpoints" / "latest.pt"
     # temporaries of writes cut short by a killed earlier run; no other process writes here while we hold the lock
