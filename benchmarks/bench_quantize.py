@@ -1,29 +1,37 @@
-"""Per-step cost of the quantizers (issue 4): matching quantization against scipy's dense solver.
+"""Matching quantization's cost per training step (issue 20): ours against scipy's and lapx's dense solvers.
 
-    .venv/bin/python benchmarks/bench_quantize.py [--repeats N] [--threads T] [--workers W] [--kinds ...] [--usage-only]
+    .venv/bin/python benchmarks/bench_quantize.py [--repeats ROUNDS] [--threads T] [--kinds ...]
+        [--train-step L=SECONDS ...] [--measure-train-step] [--scans] [--usage-only]
 
-For each shape (L, K, d, B) and latent kind, the median (ms per step, B images) of:
-distances (cdist); nearest (incl. distances); scipy's dense linear_sum_assignment per image (incl.
-distances); lapx's lapjvh on the whole problem per image (incl. distances); ours, ``assign(.., "matching")``
-(incl. distances), whose dense cores lapx solves; "ours, scipy cores", the same with the cores on scipy (how
-ours ran before lapx: the before/after of that change, in the same rounds); sinkhorn (incl. distances).
-Everything runs in one process so that the ratios compare like with like, and distances, nearest, ours, ours
-with scipy cores and sinkhorn are called in turn, round after round, so that a busy spell of a shared machine
-slows them alike. Prints a Markdown table.
+For each shape (L, K, d, B) and latent kind, ms per step (B images): distances (cdist); nearest (incl.
+distances); then the solvers alone, on the same precomputed distances: scipy's dense linear_sum_assignment per
+image (float64, as pivq's reference), lapx's lapjvh on the whole problem per image, and ours
+(``optimal_matching``, on the CPU). "ours / scipy" is the solver-time budget's ratio (at most 0.25 in every
+regime). With CUDA, the same on the GPU: distances, nearest and ours on the device (the device solver,
+pivq.quantize.device_solver, with a synchronisation around each call). Every call is made in turn, round
+after round (--repeats rounds; 10 x on the GPU), so that a busy spell of a shared machine slows them
+alike; scipy and lapjvh too, in the same rounds (calls back to back run from warm caches: ours would be
+compared unfairly). Every run asserts that ours reaches scipy's optimum
+with distinct codes.
 
-"in solvers" is the part of ours spent inside the exact assignment solvers (lapx's or scipy's dense, scipy's
-sparse), per step, and "of budget" that part over issue 4's allowance 0.2 x nearest (the target (distances +
-ours) / (distances + nearest) <= 1.2).
+Shares of a training step: each solver's time (what matching adds to a step over nearest, which needs the
+distances too) over one training step of the matching preset of that shape on the same device: ut256
+(celebahq256) for L = 512 and celeba64 for L = 32, from bench_train.run_case (``--measure-train-step``: minutes
+on a CPU) or given as ``--train-step 512=42.0`` (seconds, bench_train's figure). The GPU budget is a 10% share.
 
-A second table (alone with --usage-only: no timings) gives issue 4's codebook usage and cost gap of OptVQ's
-Sinkhorn assignment, against nearest, on the same latents.
+``--scans``: the device solver's kernel run by Triton's interpreter on the CPU (TRITON_INTERPRET=1; slow, so one
+call per case) to count its row scans per image (the largest), which sets its time on a GPU; on a GPU the
+counts come from the timed runs.
+
+A second table (alone with --usage-only: no timings) gives the codebook usage and cost gap of OptVQ's Sinkhorn
+assignment, against nearest, on the same latents.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
-import threading
 import time
 from collections.abc import Callable
 
@@ -41,7 +49,6 @@ except ImportError:
 
 SHAPES = [(512, 4096, 256, 4), (32, 512, 128, 16)]  # (L, K, d, B)
 KINDS = ["gaussian", "clustered", "collapsed", "near_collapsed", "near_distinct"]
-FAST_ROUNDS = 3  # distances, nearest, ours and sinkhorn get this many times --repeats rounds (scipy and lapjvh: --repeats)
 
 
 def latents(kind: str, n_codes: int, codebook_size: int, dim: int, batch: int, seed: int = 0):
@@ -73,84 +80,43 @@ def instances(kinds: list[str]):
             yield f"{n_codes}, {codebook_size}, {dim}, {batch}", kind, *latents(kind, n_codes, codebook_size, dim, batch)
 
 
-def scipy_dense(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    dist = pairwise_distances(z, codebook).double().numpy()
-    out = torch.empty(z.shape[:2], dtype=torch.int64)
-    for b, cost in enumerate(dist):
-        rows, cols = linear_sum_assignment(cost)
-        out[b, torch.from_numpy(rows)] = torch.from_numpy(cols.astype(np.int64))
-    return out
+def scipy_solver(dist: torch.Tensor) -> np.ndarray:
+    """scipy's dense solver per image on float64 distances (the reference: what ours must equal)."""
+    return np.stack([linear_sum_assignment(cost)[1] for cost in dist.double().numpy()])
 
 
-def lap_dense(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    dist = pairwise_distances(z, codebook).double().numpy()
-    out = torch.empty(z.shape[:2], dtype=torch.int64)
-    for b, cost in enumerate(dist):
-        rows, cols = lap.lapjvh(cost, extend_cost=True, return_cost=False)
-        out[b, torch.from_numpy(np.asarray(rows, np.int64))] = torch.from_numpy(np.asarray(cols, np.int64))
-    return out
+def lapjvh_solver(dist: torch.Tensor) -> np.ndarray:
+    """lapx's lapjvh on each whole L x K problem (float64)."""
+    return np.stack([np.asarray(lap.lapjvh(cost, extend_cost=True, return_cost=False)[1])
+                     for cost in dist.double().numpy()])
 
 
-def scipy_cores(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Ours with its dense cores on scipy, as without lapx."""
-    saved, matching._lapx = matching._lapx, None
-    try:
-        return assign(z, codebook, "matching")
-    finally:
-        matching._lapx = saved
+def synchronised(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """fn, followed by a device synchronisation on CUDA (so that a call's time is its work's)."""
+    if device.type != "cuda":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
 
 
-class SolverClock:
-    """Wraps matching's exact solvers and sums the seconds spent inside them (from every thread): its dense
-    solver (lapx or scipy), its scipy fallback, and scipy's sparse solver."""
-
-    NAMES = ("_dense_solve", "_dense_reference", "min_weight_full_bipartite_matching")
-
-    def __init__(self):
-        self.seconds = 0.0
-        self.lock = threading.Lock()
-        for name in self.NAMES:
-            setattr(matching, name, self.timed(getattr(matching, name)))
-
-    def timed(self, solver):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return solver(*args, **kwargs)
-            finally:
-                with self.lock:
-                    self.seconds += time.perf_counter() - start
-        return wrapper
-
-
-def interleaved_ms(fns: dict[str, Callable[[], torch.Tensor]], rounds: int, clock: SolverClock):
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int) -> tuple[dict[str, float], dict[str, object]]:
     """Median ms per call of each of fns, called in turn in every round so that a slow spell of a shared
-    machine hits them alike (their ratios are what the table is for); also their last results and the
-    median ms that the calls of fns["ours"] spent inside scipy's solvers."""
+    machine hits them alike (their ratios are what the table is for); also their last results."""
     for fn in fns.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    in_scipy, results = [], {}
+    results = {}
     for _ in range(rounds):
         for name, fn in fns.items():
-            clock.seconds = 0.0
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
-            if name == "ours":
-                in_scipy.append(clock.seconds)
-    medians = {name: 1e3 * statistics.median(t) for name, t in times.items()}
-    return medians, results, 1e3 * statistics.median(in_scipy)
-
-
-def median_ms(fn, repeats: int):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), result
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}, results
 
 
 def total_cost(z: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor) -> float:
@@ -174,25 +140,26 @@ def usage_row(z: torch.Tensor, codebook: torch.Tensor) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (scipy's solvers use one core)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="threads solving a batch's images in ours (default: matching.WORKERS' rule: "
-                        "1 for small images, else torch's thread count on the CPU)")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, and ours' threads on the CPU")
     parser.add_argument("--kinds", nargs="*", default=KINDS)
+    parser.add_argument("--train-step", nargs="*", default=[], metavar="L=SECONDS",
+                        help="seconds of a training step of the matching preset with L codes (bench_train's figure)")
+    parser.add_argument("--measure-train-step", action="store_true",
+                        help="measure those steps here with bench_train.run_case (minutes on a CPU)")
+    parser.add_argument("--scans", action="store_true",
+                        help="count the device solver's kernel scans under Triton's CPU interpreter (slow)")
     parser.add_argument("--usage-only", action="store_true", help="only the Sinkhorn table (codebook usage and "
                         "cost against matching; no timings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.workers is not None:
-        matching.WORKERS = args.workers
-    workers = getattr(matching, "WORKERS", None) or "default (1 for small images, else torch's threads)"
-    print(f"torch {torch.__version__}, {args.threads} torch thread(s), ours' workers: {workers}, ms per step: medians "
-          f"of {FAST_ROUNDS * args.repeats} interleaved rounds (scipy dense, lapjvh: of {args.repeats} repeats)")
-    print(f"lap: {'lapx ' + lap.__version__ + ' lapjvh' if lap else 'not installed'}\n")
-    clock = SolverClock()
+    if args.scans:  # before Triton is first imported (pivq.quantize.device_solver imports it on first use)
+        os.environ["TRITON_INTERPRET"] = "1"
+    print(f"torch {torch.__version__}, {args.threads} torch thread(s); lap: "
+          f"{'lapx ' + lap.__version__ if lap else 'not installed'}; "
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}\n")
     if not args.usage_only:
-        timings(args, clock)
+        timings(args, train_steps(args))
     print("\nCodebook usage and cost of OptVQ's Sinkhorn assignment against nearest (no timings; matching: every "
           "image's L codes distinct, cost 1 by definition). distinct: mean share of an image's L codes that differ; "
           "repeats: share of images with a repeated code; batch: distinct codes in the whole batch; cost: total "
@@ -204,32 +171,105 @@ def main() -> None:
         print(f"| {shape} | {kind} | {usage_row(z, codebook)} |", flush=True)
 
 
-def timings(args: argparse.Namespace, clock: SolverClock) -> None:
-    """The timing table."""
-    print("| L, K, d, B | latents | distances | nearest | scipy dense | lapjvh | ours | ours, scipy cores | sinkhorn "
-          "| ours/scipy | ours / ours with scipy cores | ours/nearest | ours: in solvers | of budget |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+STEP_CASES = {512: "ut256", 32: "celeba64"}  # bench_train's case of each shape's matching preset
+
+
+def train_steps(args: argparse.Namespace) -> dict[tuple[int, str], float]:
+    """Seconds per training step, by (L, device type): given (--train-step, this script's device) or measured."""
+    steps = {}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for item in args.train_step:
+        n_codes, seconds = item.split("=")
+        steps[int(n_codes), device] = float(seconds)
+    if args.measure_train_step:
+        import bench_train
+
+        for n_codes, case in STEP_CASES.items():
+            for dev in ["cpu"] + (["cuda"] if device == "cuda" else []):
+                if (n_codes, dev) not in steps:
+                    steps[n_codes, dev] = bench_train.run_case(case, dev, args.threads,
+                                                               "bf16" if dev == "cuda" else "fp32")["s_per_step"]
+                    print(f"training step of {case} on {dev}: {steps[n_codes, dev]:.4f} s")
+    return steps
+
+
+def share(ms: float, step_s: float | None) -> str:
+    return f"{ms / (10 * step_s):.2f}%" if step_s else "-"  # ms / (1000 step_s) as a percentage
+
+
+def device_scans(dist: torch.Tensor, z: torch.Tensor) -> int | None:
+    """The largest number of kernel row scans of one image when the device solver matches ``dist``."""
+    from pivq.quantize import device_solver
+
+    seen = []
+    original = device_solver.solve_images
+
+    def spy(*args):
+        out = original(*args)
+        seen.append(int(out[2].max()))
+        return out
+
+    device_solver.solve_images, saved = spy, device_solver.ON_CPU_INTERPRETER
+    device_solver.ON_CPU_INTERPRETER = dist.device.type == "cpu"
+    try:
+        matching.optimal_matching(dist, dist.argmin(dim=-1), z)
+    finally:
+        device_solver.solve_images, device_solver.ON_CPU_INTERPRETER = original, saved
+    return max(seen) if seen else None
+
+
+def timings(args: argparse.Namespace, steps: dict[tuple[int, str], float]) -> None:
+    """The timing table: CPU, then (with CUDA) the device."""
+    gpu = torch.device("cuda") if torch.cuda.is_available() else None
+    columns = ["distances", "nearest", "scipy", "lapjvh", "ours", "ours / scipy", "budget 0.25",
+               "step share: scipy", "lapjvh", "ours"]
+    if gpu:
+        columns += ["GPU: distances", "nearest", "ours", "ours / nearest", "step share"]
+    if args.scans or gpu:
+        columns += ["device solver: scans"]
+    print("ms per step; solvers alone, on precomputed distances; step share: solver ms / training step of the "
+          "shape's matching preset\n")
+    print("| L, K, d, B | latents | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---:|" * len(columns))
     for shape, kind, z, codebook in instances(args.kinds):
-        fast = {"distances": lambda: pairwise_distances(z, codebook),
-                "nearest": lambda: assign(z, codebook, "nearest"),
-                "ours": lambda: assign(z, codebook, "matching"),
-                "scipy cores": lambda: scipy_cores(z, codebook),
-                "sinkhorn": lambda: assign(z, codebook, "sinkhorn")}
-        t, results, t_core = interleaved_ms(fast, FAST_ROUNDS * args.repeats, clock)
-        t_dist, t_near, t_ours, t_sink, ours = t["distances"], t["nearest"], t["ours"], t["sinkhorn"], results["ours"]
-        t_ref, ref = median_ms(lambda: scipy_dense(z, codebook), args.repeats)
-        t_lap = median_ms(lambda: lap_dense(z, codebook), args.repeats)[0] if lap else float("nan")
-        # exactness check on the benchmark data itself
-        got, want = total_cost(z, codebook, ours), total_cost(z, codebook, ref)
-        assert abs(got - want) <= 1e-6 * want, (kind, got, want)
-        assert all(len(set(row.tolist())) == z.shape[1] for row in ours), kind
-        print(
-            f"| {shape} | {kind} | {t_dist:.1f} | {t_near:.1f} | {t_ref:.1f} "
-            f"| {t_lap:.1f} | {t_ours:.1f} | {t['scipy cores']:.1f} | {t_sink:.1f} | {t_ours / t_ref:.3f} "
-            f"| {t_ours / t['scipy cores']:.2f} | {t_ours / t_near:.2f} | {t_core:.1f} "
-            f"| {t_core / (0.2 * t_near):.2f} |",
-            flush=True,
-        )
+        n_codes = z.shape[1]
+        dist = pairwise_distances(z, codebook)
+        nearest = dist.argmin(dim=-1)
+        calls = {"distances": lambda: pairwise_distances(z, codebook),
+                 "nearest": lambda: assign(z, codebook, "nearest"),
+                 "ours": lambda: matching.optimal_matching(dist, nearest, z),
+                 "scipy": lambda: scipy_solver(dist)}
+        if lap:
+            calls["lapjvh"] = lambda: lapjvh_solver(dist)
+        t, results = interleaved_ms(calls, args.repeats)
+        t_ref, t_lap = t["scipy"], t.get("lapjvh", float("nan"))
+        want = total_cost(z, codebook, torch.from_numpy(results["scipy"]))
+        check(z, codebook, results["ours"], want, kind)
+        step = steps.get((n_codes, "cpu"))
+        cells = [f"{t['distances']:.1f}", f"{t['nearest']:.1f}", f"{t_ref:.1f}", f"{t_lap:.1f}", f"{t['ours']:.1f}",
+                 f"{t['ours'] / t_ref:.3f}", "met" if t["ours"] <= 0.25 * t_ref else "**not met**",
+                 share(t_ref, step), share(t_lap, step), share(t["ours"], step)]
+        if gpu:
+            zg, cg = z.to(gpu), codebook.to(gpu)
+            on_gpu = {"distances": synchronised(lambda: pairwise_distances(zg, cg), gpu),
+                      "nearest": synchronised(lambda: assign(zg, cg, "nearest"), gpu),
+                      "ours": synchronised(lambda: assign(zg, cg, "matching"), gpu)}
+            tg, results = interleaved_ms(on_gpu, 10 * args.repeats)
+            check(z, codebook, results["ours"].cpu(), want, kind)
+            solver_ms = tg["ours"] - tg["nearest"]  # what matching adds to the step
+            cells += [f"{tg['distances']:.2f}", f"{tg['nearest']:.2f}", f"{tg['ours']:.2f}",
+                      f"{tg['ours'] / tg['nearest']:.2f}", share(solver_ms, steps.get((n_codes, "cuda")))]
+        if args.scans or gpu:
+            scans = device_scans(pairwise_distances(zg, cg) if gpu else dist, zg if gpu else z)
+            cells.append("-" if scans is None else str(scans))
+        print(f"| {shape} | {kind} | " + " | ".join(cells) + " |", flush=True)
+
+
+def check(z: torch.Tensor, codebook: torch.Tensor, ours: torch.Tensor, optimum: float, kind: str) -> None:
+    """Exactness on the benchmark's own data: scipy's optimal cost and L distinct codes per image."""
+    got = total_cost(z, codebook, ours)
+    assert abs(got - optimum) <= 1e-6 * optimum, (kind, got, optimum)
+    assert all(len(set(row.tolist())) == z.shape[1] for row in ours), kind
 
 
 if __name__ == "__main__":

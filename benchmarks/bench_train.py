@@ -11,6 +11,8 @@ Cases, each in its own subprocess (so that peak RSS is that case's alone):
     codebook initialisation (k-means++ excluded).
   * ut256 / paper256 schedule at 256x256, batch 4: LPIPS (random VGG trunk: no weights offline), before the
     discriminator starts (the MFU target's case); ut256-adv: with the adversarial term on.
+  * celeba64: the paper's 64x64 preset and schedule, batch 16, LPIPS, before the discriminator (only on request:
+    bench_quantize.py's training step for L = 32, via run_case).
   * The CPU runs toy32 and ut256 in fp32; a GPU runs all three in each precision.
 Seconds per step come from the loop's own log (steps_per_s of the last window). FLOPs per step are counted by
 torch's FlopCounterMode on the meta device (:func:`step_flops`); MFU divides FLOPs per second by the device's
@@ -130,6 +132,13 @@ def run_case(case: str, device: str, threads: int, precision: str = "fp32", step
                                 heads=2, layers=1, nf=8, norm_groups=4, attn_resolutions=[8])
             exp["schedule"].update(batch_size=8, quantize_start=4, init_window=4, log_every=4, steps=steps or 12)
             n_train, res = 32, 16
+    elif case == "celeba64":  # the paper's 64x64 preset (L = 32, K = 512, batch 16) with LPIPS, before D
+        exp = copy.deepcopy(resolve_experiment(params, "celeba64"))
+        # k-means++ needs >= K = 512 vectors: W = 2 steps x batch 16 x L 32; logged windows as for ut256
+        exp["schedule"].update(quantize_start=2, init_window=2, init_repeats=1, adversarial_start=None,
+                               log_every=4 if gpu else 1, steps=steps or (12 if gpu else 4), checkpoint_every=10**6)
+        n_train, res = 32, 64
+        exp["dataset"] = {"kind": "toyfaces", "resolution": 64, "n_train": n_train, "n_test": 4, "seed": 0}
     else:  # ut256 / paper256 with LPIPS (random VGG trunk); "ut256-adv": the adversarial term on from step 0
         exp = copy.deepcopy(resolve_experiment(params, "celebahq256"))
         # k-means++ needs >= K = 4096 vectors: W = 2 steps x batch 4 x L 512, T_q = 2; the last logged

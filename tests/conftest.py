@@ -7,10 +7,18 @@ everything shared lives here as a fixture (the tiny architecture: tiny_model.py,
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# Without a GPU, Triton's CPU interpreter, so that the device solver's kernel runs on CPU tensors in tests (only
+# where a test opts in: tests/test_device_solver.py); with one, the kernel runs there. Triton reads this when it
+# is first imported (torch does not import it).
+if "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from tiny_model import TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[1]

@@ -55,6 +55,12 @@ def _instance(kind: str, rng: np.random.Generator, n_codes: int, k: int, d: int)
     raise AssertionError(kind)
 
 
+def _batch(kind: str, rng: np.random.Generator, n_codes: int, k: int, d: int, images: int):
+    """(z (images, L, d), codebook (K, d)): ``images`` latent sets of one kind against the first one's codebook."""
+    pairs = [_instance(kind, rng, n_codes, k, d) for _ in range(images)]
+    return np.stack([z for z, _ in pairs]), pairs[0][1]
+
+
 def _check(z: np.ndarray, codebook: np.ndarray, kind: str) -> None:
     """One batch (B, L, d): distinct codes per image, total distance equal to scipy's optimum, inputs kept."""
     z_t, cb_t = torch.tensor(z, dtype=torch.float32), torch.tensor(codebook, dtype=torch.float32)
@@ -77,13 +83,7 @@ def test_matching_is_exact_on_many_small_instances(kind, no_fallback):
     for _ in range(250):  # batches of 1-3 images: ~500 instances per kind
         n_codes, d = int(rng.integers(2, 13)), int(rng.integers(1, 5))
         k = int(rng.integers(n_codes, 41))
-        codebook = None
-        zs = []
-        for _ in range(int(rng.integers(1, 4))):
-            z, cb = _instance(kind, rng, n_codes, k, d)
-            codebook = cb if codebook is None else codebook
-            zs.append(z)
-        _check(np.stack(zs), codebook, kind)
+        _check(*_batch(kind, rng, n_codes, k, d, int(rng.integers(1, 4))), kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -272,6 +272,8 @@ def test_matching_images_solved_on_threads(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(MATCHING, "_solve_image", spy)
+    default_small = MATCHING.SMALL_PROBLEM
+    monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", 0)  # (small uncrowded images are solved in one batch call)
     monkeypatch.setattr(MATCHING, "WORKERS", 3)
     _check(z, codebook, "threads")
     assert any(name.startswith("pivq-matching") for name in threads), threads
@@ -282,7 +284,7 @@ def test_matching_images_solved_on_threads(monkeypatch):
     # the default (WORKERS None): one thread for small images (64 x 512 <= SMALL_PROBLEM), else the pool
     monkeypatch.setattr(MATCHING, "WORKERS", None)
     monkeypatch.setattr(MATCHING, "_auto_workers", lambda: 3)
-    for small_problem, pooled in ((MATCHING.SMALL_PROBLEM, False), (0, True)):
+    for small_problem, pooled in ((default_small, False), (0, True)):
         monkeypatch.setattr(MATCHING, "SMALL_PROBLEM", small_problem)
         threads.clear()
         _check(z, codebook, "default")
@@ -326,3 +328,49 @@ def test_small_crowded_problems_skip_the_dense_reference(monkeypatch, kind):
         z, codebook = _instance(kind, rng, 32, 512, 16)
         assert 32 * 512 <= MATCHING.SMALL_PROBLEM
         _check(z[None], codebook, kind)
+
+
+@pytest.mark.parametrize("solver", ["lapx", "scipy"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_small_uncrowded_images_solved_whole_in_one_call_are_exact(monkeypatch, solver, kind):
+    """Below SMALL_PROBLEM, the images that no batch-wide rule answers and that are not crowded go to one
+    _dense_batch call (lapx's lapjvr_batch, or scipy per image): scipy's optimum on ~500 instances per kind,
+    mixed in batches with images the other paths answer."""
+    if solver == "scipy":
+        monkeypatch.setattr(MATCHING, "_lapx", None)
+    batched = []
+    original = MATCHING._dense_batch
+
+    def spy(dist):
+        batched.append(len(dist))
+        return original(dist)
+
+    monkeypatch.setattr(MATCHING, "_dense_batch", spy)
+    rng = np.random.default_rng(70 + KINDS.index(kind))
+    for _ in range(200):
+        n_codes, d = int(rng.integers(2, 13)), int(rng.integers(1, 5))
+        k = int(rng.integers(n_codes, 41))
+        _check(*_batch(kind, rng, n_codes, k, d, int(rng.integers(1, 5))), kind)
+    if kind in ("gaussian", "clustered", "ties"):
+        assert sum(batched) > 30, batched  # (clustered images are often crowded: 1-3 centres)
+
+
+def test_batched_small_solves_use_the_jobs_threads_not_the_nodes(monkeypatch):
+    """lapx's batch solver would take os.cpu_count() threads by default (a GPU node's 100+); ours passes the
+    job's: torch's thread count (pivq.device.Job sets it to the CPUs the job asked for), or WORKERS."""
+    assert MATCHING._lapx is not None, "lapx is a dependency of pivq (pyproject.toml)"
+    seen = []
+    original = MATCHING._lapx.lapjvr_batch
+
+    def spy(*args, n_threads=None, **kwargs):
+        seen.append(n_threads)
+        return original(*args, n_threads=n_threads, **kwargs)
+
+    monkeypatch.setattr(MATCHING._lapx, "lapjvr_batch", spy)
+    rng = np.random.default_rng(80)
+    z = np.stack([_instance("gaussian", rng, 12, 40, 3)[0] for _ in range(4)])
+    codebook = rng.normal(size=(40, 3))
+    _check(z, codebook, "gaussian")  # (one_thread: torch runs on 1 thread)
+    monkeypatch.setattr(MATCHING, "WORKERS", 3)
+    _check(z, codebook, "gaussian")
+    assert seen == [1, 3], seen

@@ -3,6 +3,7 @@ preemption, and the errors that stop a run."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -625,3 +626,17 @@ def test_a_nan_after_a_checkpoint_leaves_that_checkpoint_as_the_last_good_one(ma
         _run(make_experiment(), toyfaces16, tmp_path)
     assert read_checkpoint(tmp_path / "checkpoints" / "latest.pt", expect=STATE_FORMAT)["step"] == 15
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_the_log_says_which_matching_path_solved_each_window(make_experiment, toyfaces16, tmp_path, caplog):
+    """Every log row of a matching run counts, per solver path, the images matched in its window: together,
+    one per image of every quantized training step (on the CPU, never the device path)."""
+    experiment = make_experiment()
+    sched = experiment["schedule"]
+    with caplog.at_level(logging.INFO, logger="pivq.train.loop"):
+        _run(experiment, toyfaces16, tmp_path / "run")
+    counts = [ast.literal_eval(r.getMessage().split("matching paths ", 1)[1])
+              for r in caplog.records if "matching paths" in r.getMessage()]
+    assert len(counts) == sched["steps"] // sched["log_every"]
+    assert all(set(c) <= {"nearest", "identical", "dense", "crowded", "pruned", "fallback"} for c in counts)
+    assert sum(sum(c.values()) for c in counts) == sched["batch_size"] * (sched["steps"] - sched["quantize_start"])

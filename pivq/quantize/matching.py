@@ -3,8 +3,12 @@
 Per image, the L latent vectors (rows) get L distinct codebook entries (columns) out of K, minimising the
 sum of distances. ``scipy.optimize.linear_sum_assignment`` on the dense L x K matrix is the reference; it
 is slow (0.1-5 s per 512 x 4096 image) because it works on every column. Steps 1 and 2 below run on the
-whole batch at once, on the device of the distances. The images they leave are solved concurrently on up
-to WORKERS threads (the heavy calls, torch, numpy's selection and scipy's dense solver, release the GIL;
+whole batch at once, on the device of the distances. On a GPU (pivq.quantize.device_solver.available), the
+images they leave are solved there too, by a Triton kernel of scipy's algorithm on each image's core (the
+union of steps 3 and 4's candidate columns), each answer proved optimal over all K columns by its dual prices;
+only images whose proof fails come to the CPU steps below. On the CPU, small images (L K <= SMALL_PROBLEM) that are not crowded (step 3's
+condition) are solved whole, all in one call to lapx's batched solver (``_dense_batch``): cheaper there than
+any of the per-image steps. The images left are solved concurrently on up to WORKERS threads (the heavy calls, torch, numpy's selection and scipy's dense solver, release the GIL;
 scipy's sparse solver does not); by default one for small images (L K <= SMALL_PROBLEM: mostly interpreter
 work), else torch's intra-op thread count, which every stage sets to the CPUs its job asked for
 (pivq.device.Job): never more threads than the job holds, wherever the distances are.
@@ -14,9 +18,8 @@ Per image, the first rule that applies gives the answer:
 2. identical latents (``_identical_groups``): when every set of rows sharing a nearest code consists of
    identical latents, each such group of n rows takes the n nearest columns of its (shared) distance row.
    If the groups' column sets are disjoint this is optimal: it reaches, for every group at once, the
-   lower bound "sum of its n smallest distances" that any injective assignment must pay.
-   Small problems (L K <= SMALL_PROBLEM) left now go to the dense reference, faster there, unless they
-   are crowded (step 3's condition): step 3 is cheaper still.
+   lower bound "sum of its n smallest distances" that any injective assignment must pay. (Below
+   SMALL_PROBLEM the rule is tried on crowded images only: the others are solved whole anyway.)
 3. crowded images (most rows share one nearest code: (near-)collapsed encoders; ``_crowded``): every
    optimal row column can be taken among that row's L nearest columns R_i (exchange argument: if row i
    sits outside R_i, the other L - 1 rows leave a column of R_i free that costs row i no more; moving
@@ -42,10 +45,9 @@ Per image, the first rule that applies gives the answer:
    the rows responsible get more candidates and the step repeats. Anything unexpected (no proof after a
    few rounds) falls back to the dense reference, so the result is always exact.
 
-The dense solves of steps 3 and 4 and of small images (``_dense_solve``) use lapx's Jonker-Volgenant ``lapjvh``
-(exact; 0.76-0.81x of the step with scipy there, on near-collapsed images at L = 512 and small gaussian and
-clustered ones: README) when it is installed, scipy's ``linear_sum_assignment`` otherwise; the fallback,
-``_dense_reference``, is always scipy's. lapx overlaps on threads in part (four squared 535-row cores: 15.9 ms
+The dense solves of steps 3 and 4 (``_dense_solve``) use lapx's Jonker-Volgenant ``lapjvh``, and whole small
+images its batched ``lapjvr`` (both exact; README: the timings) when lapx is installed, scipy's
+``linear_sum_assignment`` otherwise; the fallback, ``_dense_reference``, is always scipy's. lapx overlaps on threads in part (four squared 535-row cores: 15.9 ms
 one after another, 12.1 ms on two threads).
 
 The optimality argument of step 4 (``_certify``): take prices p_j >= 0 over all K columns with p_j = 0 on
@@ -64,12 +66,15 @@ the multi-row components are checked.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from pivq.quantize import device_solver
 
 try:  # lapx's Jonker-Volgenant solver (MIT): exact like scipy's, several times faster on pivq's dense problems
     import lap as _lapx
@@ -81,7 +86,7 @@ from scipy.sparse.csgraph import connected_components, maximum_bipartite_matchin
 MAX_ROUNDS = 12  # widening rounds before the dense fallback (typically 1-3 are used)
 EXTRA_CANDIDATES = 8  # candidates per contested row beyond the number of rows sharing its nearest code
 EXPOSED_CANDIDATES = 4  # candidates of uncontested rows whose nearest code is a contested row's candidate
-SMALL_PROBLEM = 65536  # L * K up to which scipy's dense solver beats this machinery's per-image overhead
+SMALL_PROBLEM = 65536  # L * K up to which a whole dense solve beats this machinery's per-image overhead
 CROWDED = 0.5  # step 3 is tried when this fraction of the rows share one nearest code
 SPARSE_COMPONENT = 1 << 18  # components with more (rows x columns) cells than this and ...
 DENSE_FRACTION = 0.3  # ... a smaller fraction of them as candidates go to the sparse solver
@@ -93,6 +98,8 @@ ARGMIN_PASSES = 8  # on the CPU, up to this many nearest columns are found by re
 # torch's intra-op thread count: the CPUs of the job (a GPU node has many more cores than the job holds)
 WORKERS: int | None = None
 
+# images solved by each path since the last take_paths() (the training log prints them at every log row)
+PATHS: Counter[str] = Counter()
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (its thread count, the pool), made on first use
 _pool_lock = threading.Lock()
 
@@ -113,19 +120,50 @@ def optimal_matching(dist: torch.Tensor, nearest: torch.Tensor, z: torch.Tensor)
     offset = torch.arange(len(dist), device=nearest.device)[:, None] * codebook_size
     counts = torch.bincount((nearest + offset).flatten(), minlength=len(dist) * codebook_size)
     counts = counts.view(len(dist), codebook_size)
-    todo = counts.max(dim=1).values > 1  # others: nearest is optimal
+    largest = counts.amax(dim=1)  # the most rows sharing one nearest code, per image
+    todo, crowded = largest > 1, largest >= CROWDED * n_codes  # others: nearest is optimal
+    small = n_codes * codebook_size <= SMALL_PROBLEM
     out = nearest.clone()
-    if bool(todo.any()):
-        applies, cols = _identical_groups(dist, nearest, z, counts, todo)
+    paths = Counter()
+    rule = todo & crowded if small else todo  # (small uncrowded images: cheaper solved whole, below)
+    if bool(rule.any()):
+        applies, cols = _identical_groups(dist, nearest, z, counts, rule)
         out[applies] = cols[applies]
         todo &= ~applies
-    todo = torch.nonzero(todo).flatten().tolist()
+        paths["identical"] = int(applies.sum())
+    todo = torch.nonzero(todo).flatten()
+    paths["nearest"] = len(dist) - len(todo) - paths["identical"]
+    crowded = crowded[todo]
+    if len(todo) and codebook_size <= device_solver.MAX_COLUMNS and device_solver.available(dist.device):
+        sub = nearest[todo]
+        cols, solved, _ = device_solver.solve_images(dist[todo], counts[todo].gather(1, sub), crowded,
+                                                     EXTRA_CANDIDATES, EXPOSED_CANDIDATES)
+        out[todo[solved]] = cols[solved]
+        paths["device"] = int(solved.sum())
+        todo, crowded = todo[~solved], crowded[~solved]  # (only where the proof fails: the CPU solver below)
+    if small and not bool(crowded.all()):  # small images solved whole, in one call (none of step 4's overhead)
+        plain = todo[~crowded]
+        whole = dist if len(plain) == len(dist) else dist[plain]  # (a copy only when some image is not plain)
+        out[plain] = torch.from_numpy(_dense_batch(whole)).to(out.device)
+        paths["dense"] = len(plain)
+        todo = todo[crowded]
+    todo = todo.tolist()
     # small images are mostly interpreter work, which holds the GIL: threads only add overhead there
-    workers = WORKERS or (1 if n_codes * codebook_size <= SMALL_PROBLEM else _auto_workers())
+    workers = WORKERS or (1 if small else _auto_workers())
     solved = _map(lambda b: _solve_image(dist[b], nearest[b], counts[b]), todo, workers)
-    for b, cols in zip(todo, solved):
+    for b, (cols, path) in zip(todo, solved):
         out[b] = torch.from_numpy(cols).to(out.device)
+        paths[path] += 1
+    PATHS.update(+paths)
     return out
+
+
+def take_paths() -> dict[str, int]:
+    """The images each path has solved since the last call (nearest, identical, device, and on the CPU
+    dense, crowded, pruned, fallback), and a fresh count from now on."""
+    taken = dict(sorted(PATHS.items()))
+    PATHS.clear()
+    return taken
 
 
 def _auto_workers() -> int:
@@ -148,23 +186,37 @@ def _map(fn: Callable[[int], np.ndarray], items: list[int], workers: int) -> lis
     return list(pool.map(fn, items))
 
 
-def _solve_image(dist: torch.Tensor, nearest: torch.Tensor, counts: torch.Tensor) -> np.ndarray:
-    """The optimal column of every row of one image (L, K)."""
+def _solve_image(dist: torch.Tensor, nearest: torch.Tensor, counts: torch.Tensor) -> tuple[np.ndarray, str]:
+    """The optimal column of every row of one image (L, K), and the path that found it."""
     n_rows, n_cols = dist.shape
     rivals = counts[nearest]  # rows sharing each row's nearest code (itself included)
     crowded = int(rivals.max()) >= CROWDED * n_rows
     small = n_rows * n_cols <= SMALL_PROBLEM
     if small and not crowded:
-        return _dense_small(dist)
+        return _dense_small(dist), "dense"
     cols = _crowded(dist) if crowded else None
-    if cols is None:
-        cols = _dense_small(dist) if small else _pruned(dist, nearest.cpu().numpy(), rivals.cpu().numpy())
-    return cols
+    if cols is not None:
+        return cols, "crowded"
+    if small:
+        return _dense_small(dist), "dense"
+    return _pruned(dist, nearest.cpu().numpy(), rivals.cpu().numpy())
 
 
 def _dense_reference(dist: torch.Tensor) -> np.ndarray:
     """The fallback: scipy's dense solver on the whole L x K matrix (exact, always available)."""
     return linear_sum_assignment(dist.cpu().double().numpy())[1]
+
+
+def _dense_batch(dist: torch.Tensor) -> np.ndarray:
+    """The optimal columns (n, L) of n >= 1 whole small problems (n, L, K): one call to lapx's batched
+    ``lapjvr`` (the fastest of its exact solvers on these: README) on the job's threads, in float64 like
+    scipy, or scipy per image."""
+    cost = dist.detach().cpu().double().numpy()
+    if _lapx is None:
+        return np.stack([linear_sum_assignment(c)[1] for c in cost])
+    _, cols = _lapx.lapjvr_batch(cost, extend_cost=cost.shape[1] != cost.shape[2], return_cost=False,
+                                 n_threads=WORKERS or _auto_workers())
+    return np.stack(cols)  # (every row is matched, and lapx lists them in row order)
 
 
 def _dense_small(dist: torch.Tensor) -> np.ndarray:
@@ -339,8 +391,8 @@ def _smallest(dist: torch.Tensor, rows: np.ndarray, top: int) -> tuple[np.ndarra
     return np.take_along_axis(kept_cols, order, axis=1), np.take_along_axis(kept, order, axis=1)
 
 
-def _pruned(dist: torch.Tensor, nearest: np.ndarray, rivals: np.ndarray) -> np.ndarray:
-    """Step 4 of the module docstring."""
+def _pruned(dist: torch.Tensor, nearest: np.ndarray, rivals: np.ndarray) -> tuple[np.ndarray, str]:
+    """Step 4 of the module docstring, and "pruned" (or "fallback" where the dense reference answered)."""
     n_rows, n_cols = dist.shape
     cand = _Candidates(dist, nearest)
     contested = np.flatnonzero(rivals > 1)
@@ -378,16 +430,16 @@ def _pruned(dist: torch.Tensor, nearest: np.ndarray, rivals: np.ndarray) -> np.n
             cand.fetch(rows, np.minimum(np.maximum(2 * k, k + deficit), n_cols))
             continue
         if len(shared) == 0:
-            return assigned
+            return assigned, "pruned"
         proved, blame = _certify(*cand.csr(shared), cand.bound[shared], assigned[shared], n_cols)
         if proved:
-            return assigned
+            return assigned, "pruned"
         if blame is None:  # no convergence or a price forced negative by a free column: numerics
             break
         blame = shared[blame]
         k = cand.k[blame]
         cand.fetch(blame, np.minimum(np.maximum(2 * k, EXTRA_CANDIDATES), n_cols))
-    return _dense_reference(dist)
+    return _dense_reference(dist), "fallback"
 
 
 def _solve_component(indptr: np.ndarray, indices: np.ndarray, cost: np.ndarray, n_cols: int) -> np.ndarray:

@@ -59,6 +59,7 @@ from pivq.model.checkpoint import save_model
 from pivq.model.discriminator import build_discriminator
 from pivq.model.pixels import to_float
 from pivq.quantize import kmeans
+from pivq.quantize.matching import take_paths
 from pivq.precision import autocast, check_precision, gpu_settings
 from pivq.train.batches import BatchOrder
 from pivq.train.images import TrainImages
@@ -271,6 +272,7 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
     settings = contextlib.ExitStack()
     settings.enter_context(gpu_settings(sched.precision, dev))  # TF32, cuDNN autotuning: restored after
     t_start, t_window = time.perf_counter(), time.perf_counter()
+    take_paths()  # count matching's solver paths from this run's first step
     bar = tqdm(total=sched.steps, initial=step, desc=f"train {experiment['name']}", disable=not progress,
                mininterval=5)
     try:
@@ -342,6 +344,8 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                 bar.set_postfix(l1=f"{rows[-1]['l1']:.4f}", k_data=rows[-1]["k_data"])
                 log.info("step %d %s", step, {k: rows[-1][k] for k in ("loss", "l1", "lpips", "vq", "g_loss",
                                                                         "d_loss", "d_weight", "k_data", "k_img_max")})
+                if model.quantizer.method == "matching":  # images per solver path (on the GPU: "device")
+                    log.info("step %d matching paths %s", step, take_paths())
                 window_codes, sums, t_window = [], _new_sums(), time.perf_counter()
             if stop["signal"] is not None:
                 checkpoint()
