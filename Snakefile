@@ -4,6 +4,8 @@
 
 import os
 
+from snakemake.utils import min_version
+
 from pivq.config import (experiments_to_build, read_params_yaml, report_experiments, resolve_experiment,
                          stage_resources, training_spec, validate_params)
 
@@ -12,6 +14,9 @@ from pivq.config import (experiments_to_build, read_params_yaml, report_experime
 # (a missing params.yaml is left to configfile's own error, or to --configfile's files)
 if os.path.exists("params.yaml"):
     read_params_yaml("params.yaml")
+
+
+min_version("9.0")  # (the slurm executor plugin and the profile's keys)
 
 
 configfile: "params.yaml"
@@ -46,6 +51,7 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True  # a bare `snakemake` builds everything, not the first included rule
     input:
         TABLES,
         FIGURES,

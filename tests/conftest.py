@@ -56,10 +56,6 @@ TINY_SCHEDULE = {
 }
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than ~10 s on a 2-core CPU (deselect with -m 'not slow')")
-
-
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """pivq.train.train sets torch's global thread count; give the next test the count it had before."""
