@@ -81,8 +81,8 @@ def solve_images(dist: torch.Tensor, rivals: torch.Tensor, crowded: torch.Tensor
     (the exchange argument of step 3: that union holds an optimum), else rivals + ``extra`` for rows that share
     their nearest code and ``exposed`` for the others (step 4's candidates). A core with few spare columns
     (SQUARE_SPARE) is squared with zero-cost rows and column-reduced, as on the CPU; a wider one is solved as it
-    is. Either way the core's duals are turned into prices over all K columns (zero off
-    U) and checked on the whole problem (:func:`certified`); images whose check fails are solved whole."""
+    is. Either way the core's duals are turned into prices over all K columns (zero off U) and checked on the
+    whole problem (:func:`certified`); images whose check fails are solved whole."""
     n_img, n_rows, n_cols = dist.shape
     cols = torch.zeros(n_img, n_rows, dtype=torch.int64, device=dist.device)
     solved = torch.zeros(n_img, dtype=torch.bool, device=dist.device)
@@ -124,7 +124,8 @@ def _core(block: torch.Tensor, real: torch.Tensor, square: bool
     (core column of each row (N, L), u (N, L) and v (N, W) for the original costs with v <= 0 and v = 0 on
     U's unused columns, kernel finished (N,), scans (N,))."""
     n_img, n_rows, width = block.shape
-    big = 4 * block.abs().flatten(1).amax(dim=1)[:, None, None] + 1  # a padding cost no optimum pays
+    # a padding cost no optimum pays: more than any whole assignment within U
+    big = (n_rows + 1) * block.abs().flatten(1).amax(dim=1)[:, None, None] + 1
     if not square:
         cols, u, v, status, scans = _run_kernel(torch.where(real[:, None, :], block, big))
         return cols, u, v, status == 0, scans
