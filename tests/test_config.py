@@ -231,6 +231,18 @@ def test_the_unmodified_copy_is_valid(params):
     assert base == params  # validation does not modify
 
 
+def test_every_table_format_the_writers_know_is_selectable(params):
+    """report.tables.formats accepts exactly the table writers (csv, md, tex); another format names the key."""
+    from pivq.report.tables import WRITERS
+
+    ok = copy.deepcopy(params)
+    ok["report"]["tables"]["formats"] = sorted(WRITERS)
+    validate_params(ok)
+    ok["report"]["tables"]["formats"] = ["html"]
+    with pytest.raises(ParamsError, match="report.tables.formats"):
+        validate_params(ok, source="test.yaml")
+
+
 @pytest.mark.parametrize("reference,held,what", [("all", 5000, "n_train + n_test"), ("train", 4000, "n_train"),
                                                  ("test", 1000, "n_test")])
 def test_toyfaces_n_real_is_checked_against_its_reference_split(params, reference, held, what):
