@@ -6,9 +6,10 @@ is slow (0.1-5 s per 512 x 4096 image) because it works on every column. Steps 1
 whole batch at once, on the device of the distances. On a GPU (pivq.quantize.device_solver.available), the
 images they leave are solved there too, by a Triton kernel of scipy's algorithm on each image's core (the
 union of steps 3 and 4's candidate columns), each answer proved optimal over all K columns by its dual prices;
-only images whose proof fails come to the CPU steps below. On the CPU, small images (L K <= SMALL_PROBLEM) that are not crowded (step 3's
-condition) are solved whole, all in one call to lapx's batched solver (``_dense_batch``): cheaper there than
-any of the per-image steps. The images left are solved concurrently on up to WORKERS threads (the heavy calls, torch, numpy's selection and scipy's dense solver, release the GIL;
+only images whose proof fails come to the CPU steps below. On the CPU, small images (L K <= SMALL_PROBLEM)
+that are not crowded (step 3's condition) are solved whole, all in one call to lapx's batched solver
+(``_dense_batch``): cheaper there than any of the per-image steps. The images left are solved concurrently on
+up to WORKERS threads (the heavy calls, torch, numpy's selection and scipy's dense solver, release the GIL;
 scipy's sparse solver does not); by default one for small images (L K <= SMALL_PROBLEM: mostly interpreter
 work), else torch's intra-op thread count, which every stage sets to the CPUs its job asked for
 (pivq.device.Job): never more threads than the job holds, wherever the distances are.
@@ -47,8 +48,8 @@ Per image, the first rule that applies gives the answer:
 
 The dense solves of steps 3 and 4 (``_dense_solve``) use lapx's Jonker-Volgenant ``lapjvh``, and whole small
 images its batched ``lapjvr`` (both exact; README: the timings) when lapx is installed, scipy's
-``linear_sum_assignment`` otherwise; the fallback, ``_dense_reference``, is always scipy's. lapx overlaps on threads in part (four squared 535-row cores: 15.9 ms
-one after another, 12.1 ms on two threads).
+``linear_sum_assignment`` otherwise; the fallback, ``_dense_reference``, is always scipy's. lapx overlaps on
+threads in part (four squared 535-row cores: 15.9 ms one after another, 12.1 ms on two threads).
 
 The optimality argument of step 4 (``_certify``): take prices p_j >= 0 over all K columns with p_j = 0 on
 every column left unused, and suppose every row i satisfies  c_ij + p_j >= c_{i,m(i)} + p_{m(i)} =: u_i
@@ -69,6 +70,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -100,6 +102,7 @@ WORKERS: int | None = None
 
 # images solved by each path since the last take_paths() (the training log prints them at every log row)
 PATHS: Counter[str] = Counter()
+_T = TypeVar("_T")
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (its thread count, the pool), made on first use
 _pool_lock = threading.Lock()
 
@@ -171,7 +174,7 @@ def _auto_workers() -> int:
     return torch.get_num_threads()
 
 
-def _map(fn: Callable[[int], np.ndarray], items: list[int], workers: int) -> list[np.ndarray]:
+def _map(fn: Callable[[int], _T], items: list[int], workers: int) -> list[_T]:
     """[fn(item) for item in items], on up to ``workers`` threads (a pool kept between calls)."""
     global _pool
     workers = min(workers, len(items))
