@@ -96,7 +96,7 @@ def decode_image(ref: str, spec: DecodeSpec) -> np.ndarray:
         with _strict_decoding(), Image.open(_open(ref, spec)) as image:
             image.load()  # PIL is lazy: without this a truncated file is noticed late or not at all
             rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even if RGB
-            return _crop_resize(rgb, spec)  # inside: some Pillow versions free a closed image's pixels
+            return crop_resize(rgb, spec)  # inside: some Pillow versions free a closed image's pixels
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, zlib/zipfile errors...
         raise CorruptImageError(f"{spec.describe(ref)}: cannot decode image ({type(err).__name__}: {err})") from None
 
@@ -209,7 +209,8 @@ def _strict_decoding() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
-def _crop_resize(image: Image.Image, spec: DecodeSpec) -> np.ndarray:
+def crop_resize(image: Image.Image, spec: DecodeSpec) -> np.ndarray:
+    """The largest centred square (or spec.crop), resized to spec.resolution with LANCZOS: preparation's rule."""
     w, h = image.size
     side = spec.crop or min(w, h)
     if side > min(w, h):
