@@ -11,8 +11,7 @@ regime). With CUDA, the same on the GPU: distances, nearest and ours on the devi
 pivq.quantize.device_solver, with a synchronisation around each call). Every call is made in turn, round
 after round (--repeats rounds; 10 x on the GPU), so that a busy spell of a shared machine slows them
 alike; scipy and lapjvh too, in the same rounds (calls back to back run from warm caches: ours would be
-compared unfairly). Every run asserts that ours reaches scipy's optimum
-with distinct codes.
+compared unfairly). Every run asserts that ours reaches scipy's optimum with distinct codes.
 
 Shares of a training step: each solver's time (what matching adds to a step over nearest, which needs the
 distances too) over one training step of the matching preset of that shape on the same device: ut256
@@ -20,8 +19,8 @@ distances too) over one training step of the matching preset of that shape on th
 on a CPU) or given as ``--train-step 512=42.0`` (seconds, bench_train's figure). The GPU budget is a 10% share.
 
 ``--scans``: the device solver's kernel run by Triton's interpreter on the CPU (TRITON_INTERPRET=1; slow, so one
-call per case) to count its row scans per image (the largest), which sets its time on a GPU; on a GPU the
-counts come from the timed runs.
+call per case) to count its row scans per image (the largest), which sets its time on a GPU; on a GPU they
+are counted in one more call on the device.
 
 A second table (alone with --usage-only: no timings) gives the codebook usage and cost gap of OptVQ's Sinkhorn
 assignment, against nearest, on the same latents.
