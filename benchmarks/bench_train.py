@@ -132,22 +132,16 @@ def run_case(case: str, device: str, threads: int, precision: str = "fp32", step
                                 heads=2, layers=1, nf=8, norm_groups=4, attn_resolutions=[8])
             exp["schedule"].update(batch_size=8, quantize_start=4, init_window=4, log_every=4, steps=steps or 12)
             n_train, res = 32, 16
-    elif case == "celeba64":  # the paper's 64x64 preset (L = 32, K = 512, batch 16) with LPIPS, before D
-        exp = copy.deepcopy(resolve_experiment(params, "celeba64"))
-        # k-means++ needs >= K = 512 vectors: W = 2 steps x batch 16 x L 32; logged windows as for ut256
-        exp["schedule"].update(quantize_start=2, init_window=2, init_repeats=1, adversarial_start=None,
-                               log_every=4 if gpu else 1, steps=steps or (12 if gpu else 4), checkpoint_every=10**6)
-        n_train, res = 32, 64
-        exp["dataset"] = {"kind": "toyfaces", "resolution": 64, "n_train": n_train, "n_test": 4, "seed": 0}
-    else:  # ut256 / paper256 with LPIPS (random VGG trunk); "ut256-adv": the adversarial term on from step 0
-        exp = copy.deepcopy(resolve_experiment(params, "celebahq256"))
-        # k-means++ needs >= K = 4096 vectors: W = 2 steps x batch 4 x L 512, T_q = 2; the last logged
-        # window is step 3 alone on CPU, steps 8-11 on the GPU (k-means++ runs at step 2)
+    else:  # a paper preset with LPIPS (random VGG trunk): ut256 / paper256, or celeba64 (64x64, L 32, batch 16);
+        # "ut256-adv": the adversarial term on from step 0
+        name, n_train, res = ("celeba64", 32, 64) if case == "celeba64" else ("celebahq256", 16, 256)
+        exp = copy.deepcopy(resolve_experiment(params, name))
+        # k-means++ needs >= K vectors (4096: W = 2 steps x batch 4 x L 512; 512: 2 x 16 x 32), T_q = 2; the
+        # last logged window is step 3 alone on CPU, steps 8-11 on the GPU (k-means++ runs at step 2)
         exp["schedule"].update(quantize_start=2, init_window=2, init_repeats=1,
                                adversarial_start=0 if case == "ut256-adv" else None,
                                log_every=4 if gpu else 1, steps=steps or (12 if gpu else 4), checkpoint_every=10**6)
-        n_train, res = 16, 256
-        exp["dataset"] = {"kind": "toyfaces", "resolution": 256, "n_train": n_train, "n_test": 4, "seed": 0}
+        exp["dataset"] = {"kind": "toyfaces", "resolution": res, "n_train": n_train, "n_test": 4, "seed": 0}
     if "precision" in exp["schedule"]:  # (a baseline checkout of an older pivq has no such setting)
         exp["schedule"]["precision"] = precision
     tmp = Path(tempfile.mkdtemp(prefix=f"bench_{case}_"))

@@ -76,8 +76,13 @@ def test_certificate_rejects_what_is_not_proved_optimal(interpreter):
     u, nearest = cost.min(dim=2)
     cols, solved, _ = device_solver.solve(cost)
     assert bool(solved.all())
-    # recompute the duals of the kernel's answer by solving again, then spoil answer or duals
+    # the kernel's own duals prove its answer, and only it: not a permutation of it, not a spoiled price
     n_prob, n, m = cost.shape
+    k_cols, k_u, k_v, status, _ = device_solver._run_kernel(cost)
+    assert bool((status == 0).all()) and torch.equal(k_cols, cols)
+    assert bool(device_solver.certified(cost, cols, k_u, k_v).all())
+    assert not bool(device_solver.certified(cost, cols[:, [1, 0, 2, 3, 4, 5]], k_u, k_v).all())
+    assert not bool(device_solver.certified(cost, cols, k_u, k_v + 0.5).all())  # positive prices: infeasible
     assert not bool(device_solver.certified(cost, cols[:, [1, 0, 2, 3, 4, 5]], u, torch.zeros(1, m)).all())
     assert not bool(device_solver.certified(cost, torch.zeros_like(cols), u, torch.zeros(1, m)).all())
     # row minima with v = 0 prove exactly the nearest assignment when it is one-to-one
@@ -88,6 +93,21 @@ def test_certificate_rejects_what_is_not_proved_optimal(interpreter):
     # an unused column with a negative price breaks the rectangular optimality condition
     v = torch.tensor([[0.0, 0.0, -1.0]], dtype=torch.float64)
     assert not bool(device_solver.certified(distinct, torch.tensor([[0, 1]]), u2, v).all())
+
+
+def test_cores_with_fewer_columns_than_rows_are_solved_whole(interpreter):
+    """Candidate lists that overlap can leave a core narrower than L (here: one candidate per row, where rows
+    share nearest columns): such an image skips the core and is solved whole, exactly."""
+    rng = np.random.default_rng(11)
+    z, codebook = _batch("clustered", rng, 12, 30, 3, 2)
+    dist = torch.cdist(torch.tensor(z), torch.tensor(codebook)[None])
+    ones = torch.ones(dist.shape[:2], dtype=torch.int64)
+    cols, solved, _ = device_solver.solve_images(dist, ones, torch.zeros(2, dtype=torch.bool), extra=0, exposed=1)
+    assert bool(solved.all())
+    for d, got in zip(dist.numpy(), cols.numpy()):
+        assert len(set(got.tolist())) == 12
+        rows, best = linear_sum_assignment(d)
+        assert d[np.arange(12), got].sum() == pytest.approx(d[rows, best].sum(), abs=1e-9)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -98,7 +98,8 @@ def solve_images(dist: torch.Tensor, rivals: torch.Tensor, crowded: torch.Tensor
     # each image's core columns first (in column order), then the others
     order = torch.sort((~member[:, :n_cols]).to(torch.uint8), dim=1, stable=True).indices
     square = width - n_rows <= max(16, SQUARE_SPARE * n_rows)
-    for group, squared in ((square, True), (~square, False)):
+    fits = width >= n_rows  # (candidate lists that overlap can leave fewer than L columns: solved whole)
+    for group, squared in ((square & fits, True), (~square, False)):
         images = torch.nonzero(group).flatten()
         if len(images) == 0:
             continue

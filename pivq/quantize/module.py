@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pivq.precision import full_fp32
 from pivq.quantize.assign import assign
 
 VQ_LOSSES = ("unleashing", "vqvae")
-from pivq.precision import full_fp32
 
 
 class Quantizer(nn.Module):

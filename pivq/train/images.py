@@ -1,6 +1,6 @@
 """Where a training step's images come from, so that the host never holds the device up between steps.
 
-* Resident: the train split as one uint8 tensor on the device (the 256x256 sets are 5.9 GB for CelebA-HQ's 27,000
+* Resident: the train split as one uint8 tensor on the device (the 256x256 sets are 5.3 GB for CelebA-HQ's 27,000
   and 11.8 GB for FFHQ's 60,000 train images), and each batch an index_select there: no host work per step.
   Chosen on a GPU when the images take at most ``RESIDENT_SHARE`` of its free memory.
 * Streamed: rows read from the prepared memmap (pivq.data.prepared.read_rows, its pages dropped from the RSS
