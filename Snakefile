@@ -6,6 +6,7 @@ import os
 
 from snakemake.utils import min_version
 
+from pivq.built_with import built_with
 from pivq.config import (experiments_to_build, read_params_yaml, report_experiments, resolve_experiment,
                          stage_resources, training_spec, validate_params)
 

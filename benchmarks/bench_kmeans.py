@@ -1,7 +1,8 @@
 """Codebook-initialisation benchmark: pivq's torch k-means (greedy k-means++ seeding + Lloyd) against
 scikit-learn's KMeans (the reference) on the same vectors, in one process.
 
-    .venv/bin/python benchmarks/bench_kmeans.py [--n 65536] [--dim 256] [--k 4096] [--iters 20] [--device cpu] [--threads N]
+    .venv/bin/python benchmarks/bench_kmeans.py [--n 65536] [--dim 256] [--k 4096] [--iters 20] [--device cpu]
+        [--threads N]
 
 At T_q (section 3.7) the codebook is fit to the encoder outputs of the last W iterations: at the paper's
 256x256 scale W x B x L = 500 x 4 x 512 = 1,024,000 vectors of d = 256 into K = 4096 centres, 20 Lloyd

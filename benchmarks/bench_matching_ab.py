@@ -17,9 +17,9 @@ import statistics
 import time
 
 import torch
+from bench_quantize import KINDS, SHAPES, latents
 
 import pivq.quantize.matching as new
-from bench_quantize import KINDS, SHAPES, latents
 from pivq.quantize import pairwise_distances
 
 

@@ -27,7 +27,8 @@ def _case(impl: str, n: int, dim: int, k: int, device: str | None, chunk: int | 
     fake = rng.standard_normal((n, dim), dtype=np.float32)
     fake += 0.02
     if impl == "ours":
-        from pivq.metrics.prdc_chunked import DEFAULT_CHUNK, compute_prdc as ours
+        from pivq.metrics.prdc_chunked import DEFAULT_CHUNK
+        from pivq.metrics.prdc_chunked import compute_prdc as ours
 
         fn = lambda: ours(real, fake, nearest_k=k, device=device, chunk=chunk or DEFAULT_CHUNK)  # noqa: E731
     else:

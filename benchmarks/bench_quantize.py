@@ -76,7 +76,8 @@ def instances(kinds: list[str]):
     """(shape label, kind, z, codebook) for every shape and latent kind, in table order."""
     for n_codes, codebook_size, dim, batch in SHAPES:
         for kind in kinds:
-            yield f"{n_codes}, {codebook_size}, {dim}, {batch}", kind, *latents(kind, n_codes, codebook_size, dim, batch)
+            yield (f"{n_codes}, {codebook_size}, {dim}, {batch}", kind,
+                   *latents(kind, n_codes, codebook_size, dim, batch))
 
 
 def scipy_solver(dist: torch.Tensor) -> np.ndarray:

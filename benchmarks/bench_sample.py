@@ -41,8 +41,7 @@ sys.path.insert(0, str(REPO))
 from pivq.config import load_params  # noqa: E402
 from pivq.model import PIVQ, ModelConfig  # noqa: E402
 from pivq.model.pixels import to_uint8  # noqa: E402
-from pivq.sample import _check_code_rows, _interpolate_rows  # noqa: E402
-from pivq.sample import draw_pairs, generate_shard, interpolate, sample_generator  # noqa: E402
+from pivq.sample import _check_code_rows, _interpolate_rows, draw_pairs, generate_shard, interpolate, sample_generator  # noqa: E402  # noqa: E402
 
 
 def make_model(preset: dict, device: str, seed: int = 0) -> PIVQ:

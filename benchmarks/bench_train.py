@@ -58,7 +58,8 @@ def param_counts(params: dict) -> list[dict]:
         rows.append({"model": name, "res": m["resolution"], "conv encoder": n(model.conv_encoder),
                      "conv decoder": n(model.conv_decoder), "transformers (+embeddings)": transformers,
                      "codebook": codebook, "autoencoder total": n(model),
-                     "discriminator": ", ".join(f"{v:,} (ndf {k[0]}, {k[1]} layers)" for k, v in sorted(discs.items()))})
+                     "discriminator": ", ".join(f"{v:,} (ndf {k[0]}, {k[1]} layers)"
+                                                for k, v in sorted(discs.items()))})
     return rows
 
 
@@ -116,7 +117,7 @@ def run_case(case: str, device: str, threads: int, precision: str = "fp32", step
     import pivq.quantize.module as quantizer_module
     from pivq.config import load_params, resolve_experiment
     from pivq.data import prepare_toyfaces
-    from pivq.train.loop import losses_of, train, Schedule
+    from pivq.train.loop import Schedule, losses_of, train
 
     params = load_params(REPO / "params.yaml")
     gpu = device == "cuda"
@@ -147,7 +148,7 @@ def run_case(case: str, device: str, threads: int, precision: str = "fp32", step
     tmp = Path(tempfile.mkdtemp(prefix=f"bench_{case}_"))
     prepare_toyfaces(tmp / "data", resolution=res, n_train=n_train, n_test=4, seed=0)
 
-    assign_s, window_start = [], [0]
+    assign_s = []
     original_assign = quantizer_module.assign
 
     def timed_assign(z, codebook, method):  # synchronises around the call: the share is of a synchronised step

@@ -20,7 +20,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "params.schema.yaml"
 # The rules whose jobs params.yaml sizes (resources.<preset>.<rule>), and which of them run no network.
 DATASET_STAGES = ("prepare_dataset", "train_extractor")
 EXPERIMENT_STAGES = ("train", "encode", "sample_shard", "interpolation_paths", "fidelity", "rate", "probe",
-                     "code_atlas")
+                     "code_atlas", "attributes")
 CPU_STAGES = ("prepare_dataset", "rate", "probe")
 
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from pivq.data.prepared import ImageRows
 from pivq.io import atomic_path
 from pivq.model import PIVQ
-from pivq.model.pixels import span, to_float
+from pivq.model.pixels import span, to_float, to_uint8
 
 
 def _batches(n: int, batch_size: int, desc: str, progress: bool):
@@ -31,6 +31,17 @@ def encode_images(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int =
     for sl in _batches(len(images), batch_size, "encode", progress):
         out[sl] = model.codes_of(to_float(rows[sl], dev, model.cfg.pixel_range)).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def reconstructions(model: PIVQ, images: np.ndarray | ImageRows, batch_size: int = 256):
+    """The quantized reconstructions of ``images`` (uint8 (N, H, W, 3) or an ImageRows view), as uint8 batches of
+    at most ``batch_size`` images, in order: what a reader of the decodes sees."""
+    dev = next(model.parameters()).device
+    rows = images if isinstance(images, ImageRows) else ImageRows(images)
+    for sl in _batches(len(rows), batch_size, "reconstruct", False):
+        x = to_float(rows[sl], dev, model.cfg.pixel_range)
+        yield to_uint8(model.decode_indices(model.codes_of(x)), model.cfg.pixel_range)
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ import os
 import platform
 import socket
 import sys
-from importlib import metadata
 from collections.abc import Iterable, Iterator
+from importlib import metadata
 from pathlib import Path
 
 from pivq.io import remove_stale_temporaries

@@ -23,7 +23,8 @@ from pivq.model.pixels import to_uint8
 
 def _check_set(codes: torch.Tensor, name: str) -> None:
     if codes.ndim != 1 or codes.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name} must be a 1-D integer tensor of codebook indices, got {codes.dtype} {tuple(codes.shape)}")
+        raise ValueError(f"{name} must be a 1-D integer tensor of codebook indices, got {codes.dtype} "
+                         f"{tuple(codes.shape)}")
     if torch.unique(codes).numel() != codes.numel():
         raise ValueError(f"{name} holds repeated codes: Algorithm 1 needs a set (matching quantization)")
 
@@ -149,16 +150,26 @@ def save_shard(path: str | Path, shard: dict[str, np.ndarray]) -> None:
             np.savez(f, **shard)
 
 
-def load_sample_images(paths: list[str | Path]) -> np.ndarray:
-    """All images of the given shards, in order, as one uint8 array."""
+def _load_member(paths: list[str | Path], member: str) -> np.ndarray:
+    """One array of every given shard, concatenated in order."""
     parts = []
     for p in paths:
         try:
             with np.load(p) as f:
-                parts.append(f["images"])
+                parts.append(f[member])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # BadZipFile: a failed CRC check
             raise ValueError(f"{p}: not a readable sample shard ({err}); delete it and rerun its job") from None
     return np.concatenate(parts)
+
+
+def load_sample_images(paths: list[str | Path]) -> np.ndarray:
+    """All images of the given shards, in order, as one uint8 array."""
+    return _load_member(paths, "images")
+
+
+def load_shard_pairs(paths: list[str | Path]) -> np.ndarray:
+    """The (a, b) training-image positions of every sample of the given shards, in the order of their images."""
+    return _load_member(paths, "pairs")
 
 
 def check_shards(paths: list[str | Path], experiment: str | None = None) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pivq.built_with import check_built_with
 from pivq.device import Job
 from pivq.io import write_json
 
@@ -48,6 +49,20 @@ def _model(model_path: str | Path, spec: dict | None, device, data=None):
             raise ValueError(f"{model_path} was trained on other data than {data.root} (the sha256 of its files "
                              f"differ from {data.root / 'manifest.json'}'s): retrain, or give the stage its dataset")
     return model
+
+
+def _verified_run(model_path, codes_path, dataset_dir, spec: dict | None, device):
+    """(the dataset, its sha256 checked; the model, checked against ``spec`` and the dataset; the code set of every
+    image): what the stages that decode a run's codes against its dataset read."""
+    from pivq.data import PreparedDataset
+    from pivq.encode import load_codes
+
+    data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
+    model = _model(model_path, spec, device, data)
+    codes, _, _ = load_codes(codes_path, expect=_codes_expect(spec, model), against=model_path)
+    if len(codes) != len(data):
+        raise ValueError(f"{codes_path} holds {len(codes)} code sets but {data.root} has {len(data)} images")
+    return data, model, codes
 
 
 def _codes_expect(spec: dict | None, model=None) -> dict | None:
@@ -107,7 +122,8 @@ def train_feature_extractor(dataset_dir: str | Path, extractor: dict, out_path: 
         class_names[column] = [str(c) for c in categories]
     summary = train_extractor(np.asarray(data.images[idx]), labels, out_path, steps=extractor["steps"],
                               batch_size=extractor["batch_size"], lr=extractor["lr"], seed=extractor["seed"],
-                              threads=job.cpus, class_names=class_names, device=device)
+                              threads=job.cpus, class_names=class_names, device=device,
+                              blur=extractor["blur"])
     write_json(summary_path, {"dataset": data.name, "extractor": extractor["name"], **summary})
     return summary
 
@@ -167,17 +183,12 @@ def sample_shard(model_path: str | Path, codes_path: str | Path, sample: dict, s
 def interpolation_figure_data(model_path: str | Path, codes_path: str | Path, dataset_dir: str | Path,
                               figure1: dict, out_path: str | Path, job: Job = Job(), spec: dict | None = None) -> None:
     """Figure 1's smooth interpolation paths between test images, decoded (uint8 array in an npz)."""
-    from pivq.data import ImageRows, PreparedDataset
-    from pivq.encode import load_codes
+    from pivq.data import ImageRows
     from pivq.io import atomic_path
     from pivq.sample import interpolation_paths
 
     device = job.start()
-    data = PreparedDataset(dataset_dir, verify=True)  # sha256 against the manifest
-    model = _model(model_path, spec, device, data)
-    codes, split, _ = load_codes(codes_path, expect=_codes_expect(spec, model), against=model_path)
-    if len(codes) != len(data):
-        raise ValueError(f"{codes_path} holds {len(codes)} code sets but {data.root} has {len(data)} images")
+    data, model, codes = _verified_run(model_path, codes_path, dataset_dir, spec, device)
     test = _split_rows(data, "test", 2 * figure1["pairs"], "Figure 1 (two test images per pair)")
     images = interpolation_paths(model, codes[test], ImageRows(data.images, test),
                                  pairs=figure1["pairs"], paths=figure1["paths"], steps=figure1["steps"],
@@ -210,6 +221,113 @@ def code_atlas(model_path: str | Path, codes_path: str | Path, dataset_dir: str 
     with atomic_path(out_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+RECONSTRUCTION_FIGURE_IMAGES = 8  # test images the reconstructions figure shows (the first in the prepared order)
+
+
+def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path: str | Path,
+               dataset_dir: str | Path, extractor_path: str | Path, out_path: str | Path, figure_path: str | Path,
+               shard_paths: list[str | Path] = (), batch_size: int = 256, job: Job = Job(),
+               spec: dict | None = None) -> dict:
+    """What the attribute CNN reads off the decodes (pivq.metrics.attributes): its accuracy on the test images and
+    on their reconstructions (decoded from codes.npz), per attribute; with ``shard_paths`` (Algorithm 1's samples)
+    also how often the samples keep the attributes their parents share and take one parent's value where they
+    differ, each beside its chance rate. ``figure_path``: the first test images and their decodes (uint8, npz)
+    for the reconstructions figure."""
+    import torch
+
+    from pivq.data import ImageRows
+    from pivq.io import atomic_path
+    from pivq.metrics import load_extractor
+    from pivq.metrics.attributes import label_codes, predict, recombination_rates, reconstruction_attributes
+    from pivq.model.pixels import to_uint8
+    from pivq.sample import ShardImages, check_shards, load_shard_pairs
+
+    device = job.start()
+    data, model, codes = _verified_run(model_path, codes_path, dataset_dir, spec, device)
+    extractor = load_extractor(extractor_path, device=device)
+    test = _split_rows(data, "test", 1, "the reconstructions' attribute accuracy")
+    originals = ImageRows(data.images, test)
+
+    def decodes():
+        with torch.no_grad():
+            for start in range(0, len(test), batch_size):
+                chunk = torch.from_numpy(codes[test[start:start + batch_size]].astype(np.int64)).to(device)
+                yield to_uint8(model.decode_indices(chunk), model.cfg.pixel_range)
+
+    truth = label_codes(data.attributes.iloc[test], extractor)
+    result = {"experiment": name, "dataset": dataset_name,
+              "reconstruction": reconstruction_attributes(predict(extractor, originals.batches(batch_size)),
+                                                          predict(extractor, decodes()), truth)}
+    if shard_paths:
+        check_shards(shard_paths, experiment=None if spec is None else spec["name"])
+        train_rows = data.indices("train")
+        pairs = load_shard_pairs(shard_paths)  # positions in the train split, as sampling drew them
+        labels = label_codes(data.attributes, extractor)
+        parents = [{a: v[train_rows[pairs[:, i]]] for a, v in labels.items()} for i in (0, 1)]
+        samples = ShardImages(shard_paths)
+        result["recombination"] = recombination_rates(predict(extractor, samples.batches(batch_size)), *parents)
+    shown = test[:RECONSTRUCTION_FIGURE_IMAGES]
+    figure = {"original": np.asarray(originals[:len(shown)]), "reconstruction": next(decodes())[:len(shown)],
+              "image_index": shown}
+    with atomic_path(figure_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **figure)
+    write_json(out_path, result)
+    return result
+
+
+def evaluate(model_path: str | Path, dataset_dir: str | Path, out_path: str | Path, batch_size: int = 256,
+             job: Job = Job(), fidelity: dict | None = None, probe: dict | None = None) -> dict:
+    """Any checkpoint on any prepared dataset of its resolution, outside the pipeline: the test split's
+    reconstruction L1 (beside the constant mean-image baseline) and, from the code sets of every image, codebook
+    usage and the capacity bound (the capacity stage's numbers). ``probe`` ({"folds", "seed"}): also the attribute
+    probe. ``fidelity`` ({"sample": the sampling settings, "metrics": the metrics settings, "extractor": the
+    feature extractor settings, "weights": its weights file or None, "reference_cache": a folder or None}): also
+    FID, precision, recall, density and coverage of Algorithm 1 samples (matching models only: nearest codes
+    repeat) against the reference rows, as the sampling and fidelity stages compute them. Written as one JSON."""
+    from pivq.analysis.capacity import capacity_report
+    from pivq.data import ImageRows, PreparedDataset
+    from pivq.encode import encode_images, reconstruction_l1
+
+    device = job.start()
+    data = PreparedDataset(dataset_dir, verify=True)
+    model = _model(model_path, None, device)
+    if model.cfg.resolution != data.resolution:
+        raise ValueError(f"{model_path} takes {model.cfg.resolution}px images, {data.root} holds {data.resolution}px")
+    test = _split_rows(data, "test", 1, "the reconstruction L1")
+    K, L, quantizer = model.cfg.codebook_size, model.cfg.codes, model.cfg.quantizer
+    result = {"model": str(model_path), "experiment": model.meta.get("experiment"), "run": model.meta.get("run"),
+              "dataset": data.name, "steps": model.meta.get("steps"),
+              **reconstruction_l1(model, ImageRows(data.images, test), batch_size=batch_size)}
+    codes = encode_images(model, data.images, batch_size=batch_size)
+    result["capacity"] = capacity_report(codes, K, L, quantizer)
+    if probe is not None:
+        from pivq.analysis.probe import probe_attributes
+
+        result["probe"] = probe_attributes(codes, K, data.attributes, list(data.binary_attributes),
+                                           folds=probe["folds"], seed=probe["seed"], n_jobs=job.cpus)
+    if fidelity is not None:
+        from pivq.metrics import compute_fidelity
+        from pivq.sample import generate_shard
+
+        if quantizer != "matching":
+            raise ValueError(f"{model_path}: fidelity needs Algorithm 1 samples, which need code sets (matching); "
+                             f"this model quantizes by {quantizer}")
+        sample, metrics = fidelity["sample"], fidelity["metrics"]
+        samples = generate_shard(model, codes[data.split == "train"], n=sample["n"], shards=1, shard=0,
+                                 seed=sample["seed"], batch_size=sample["batch_size"])["images"]
+        rows, reference = reference_rows(data, metrics, str(result["experiment"]))
+        scores = compute_fidelity(ImageRows(data.images, rows), samples, extractor=fidelity["extractor"]["name"],
+                                  weights_path=fidelity["weights"], nearest_k=metrics["nearest_k"],
+                                  batch_size=metrics["batch_size"], seed=metrics["seed"], device=str(device),
+                                  reference_cache=fidelity.get("reference_cache"))
+        for local in ("feature_extractor_weights_file", "reference_features_cache"):
+            scores.pop(local, None)  # where files were, not what was measured
+        result["fidelity"] = {"reference": reference, **scores}
+    write_json(out_path, result)
+    return result
 
 
 REFERENCE_SPLITS = {"all": "train + test", "train": "train", "test": "test"}
@@ -341,17 +459,26 @@ def probe(name: str, dataset_name: str, settings: dict, codes_path: str | Path, 
     return result
 
 
-def report_tables(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Tables 1-3 and paper-vs-reproduced from results/metrics (``experiments``: config.report_experiments)."""
+def report_tables(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path,
+                  params: dict | None = None) -> list[Path]:
+    """Tables 1-3, paper-vs-reproduced, the quantizers and the attributes from results/metrics (``experiments``:
+    config.report_experiments). With ``params`` (the pipeline's and the CLI's calls), the metrics must record that
+    they were built with its settings (pivq.built_with), else nothing is written."""
     from pivq.report.tables import build_tables
 
+    if params is not None:
+        check_built_with(params, metrics_dir)
     return build_tables(experiments, Path(metrics_dir), Path(out_dir), formats=report["tables"]["formats"])
 
 
-def report_figures(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Figures 1, 4, 5, the training curves and the code atlases from results/metrics."""
+def report_figures(experiments: dict, report: dict, metrics_dir: str | Path, out_dir: str | Path,
+                   params: dict | None = None) -> list[Path]:
+    """Figures 1, 4, 5, the reconstructions, the training curves and the code atlases from results/metrics;
+    ``params`` as for :func:`report_tables`."""
     from pivq.report.figures import build_figures
 
+    if params is not None:
+        check_built_with(params, metrics_dir)
     fig = report["figures"]
     return build_figures(experiments, Path(metrics_dir), Path(out_dir), dpi=fig["dpi"], formats=fig["formats"],
                          top_attributes=fig["top_attributes"], probe_order=fig["probe_order"])

@@ -40,6 +40,7 @@ TINY_SCHEDULE = {
     "init_repeats": 2,
     "kmeans_iters": 3,
     "log_every": 10,
+    "image_every": 30,
     "checkpoint_every": 15,
     "seed": 0,
     "perceptual_weight": 0.0,

@@ -9,8 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pivq.analysis.atlas import (DIRECTIONS, AtlasPlan, code_association, decode_atlas, known_labels, plan_atlas,
-                                 swap_codes)
+from pivq.analysis.atlas import (
+    DIRECTIONS,
+    AtlasPlan,
+    code_association,
+    decode_atlas,
+    known_labels,
+    plan_atlas,
+    swap_codes,
+)
 
 K, L = 20, 4
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,20 +18,26 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pivq.built_with import built_with
+from pivq.io import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PIVQ = BIN / "pivq"
-SUBCOMMANDS = ["validate", "prepare", "train", "encode", "sample", "capacity", "report"]
+SUBCOMMANDS = ["validate", "prepare", "extractor", "train", "encode", "sample", "paths", "fidelity", "usage", "rate",
+               "probe", "atlas", "attributes", "capacity", "report", "evaluate"]
+EXPERIMENT_STAGES = ["train", "encode", "sample", "paths", "fidelity", "usage", "rate", "probe", "atlas", "attributes"]
 # What each subcommand needs at least; `validate` has no required argument (params.yaml is the default).
 REQUIRED = {
     "prepare": "--dataset",
-    "train": "--experiment",
-    "encode": "--experiment",
-    "sample": "--experiment",
+    "extractor": "--dataset",
+    **{stage: "--experiment" for stage in EXPERIMENT_STAGES},
     "capacity": "--codebook-size",
     "report": "what",
+    "evaluate": "--model",
 }
-TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced"]
+TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced", "table_quantizers",
+               "table_attributes"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,8 +68,8 @@ def test_top_level_help_lists_every_subcommand(tmp_path):
     proc = pivq("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: pivq")
-    for command in SUBCOMMANDS:
-        assert f"    {command} " in proc.stdout, f"{command} missing from `pivq --help`"
+    for command in SUBCOMMANDS:  # (argparse puts a long name's help on the next line)
+        assert re.search(rf"^    {command}(\s|$)", proc.stdout, re.M), f"{command} missing from `pivq --help`"
 
 
 def test_version_and_no_command(tmp_path):
@@ -95,11 +102,12 @@ def test_missing_required_arguments_is_a_usage_error(command, tmp_path):
 FILLED = {
     "validate": [],
     "prepare": ["--dataset", "toyfaces32"],
-    "train": ["--experiment", "toy_matching"],
-    "encode": ["--experiment", "toy_matching"],
+    "extractor": ["--dataset", "toyfaces32"],
+    **{stage: ["--experiment", "toy_matching"] for stage in EXPERIMENT_STAGES},
     "sample": ["--experiment", "toy_matching", "--shard", "0"],
     "capacity": ["--codebook-size", "8", "--length", "4", "--k-img", "2"],
     "report": ["tables"],
+    "evaluate": ["--model", "m.pt", "--data", "d", "--out", "o.json"],
 }
 
 
@@ -232,6 +240,7 @@ def _capacity_metrics(metrics: Path, params: dict) -> None:
         codes_path = metrics.parent / f"{name}_codes.npz"
         save_codes(codes_path, codes.astype(np.int64), np.array(["train"] * 30 + ["test"] * 10), K)
         capacity(name, exp["dataset"], exp["quantizer"], codes_path, metrics / name / "capacity.json")
+    write_json(metrics / "built_with.json", built_with(params))  # as Snakemake's built_with rule writes it
 
 
 def test_report_tables_from_a_metrics_folder(tmp_path):
@@ -269,6 +278,15 @@ def test_report_tables_from_a_metrics_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in expected:
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+    # a key the metrics were built with, changed: refused, naming it, and nothing written
+    params["schedules"]["toy"]["steps"] += 1
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    stale = tmp_path / "stale"
+    proc = pivq("report", "tables", "--params", params_path, "--metrics", metrics, "--out", stale, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "experiments.toy_matching.schedule.steps" in proc.stderr and "snakemake" in proc.stderr
+    assert not stale.exists()
 
 
 # --- prepare --------------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ SAMPLE_3 = {"n": 3, "shards": 1, "batch_size": 100, "seed": 1}  # three samples:
 CASES = [
     ("wrong type", ("schedules.toy.steps", "1600"), ["schedules.toy.steps"]),
     ("wrong type in a list", ("models.toy32.ch_mult", [1, "2", 2]), ["models.toy32.ch_mult.1"]),
-    ("wrong type, float for an integer", ("experiments.toy_matching.sample.n", 2.5), ["experiments.toy_matching.sample.n"]),
+    ("wrong type, float for an integer", ("experiments.toy_matching.sample.n", 2.5),
+     ["experiments.toy_matching.sample.n"]),
     ("out of range", ("schedules.toy.ema_beta", 1.0), ["schedules.toy.ema_beta"]),
     ("out of range, negative", ("experiments.toy_nearest.metrics.seed", -1), ["experiments.toy_nearest.metrics.seed"]),
     ("out of range, zero", ("models.toy32.codes", 0), ["models.toy32.codes"]),
@@ -106,7 +107,8 @@ CASES = [
      ["experiments.toy_matching.sample.shards"]),
     ("unknown resources preset", ("experiments.toy_matching.resources", "huge"),
      ["experiments.toy_matching.resources", "huge"]),
-    ("unknown dataset resources preset", ("datasets.ffhq256.resources", "huge"), ["datasets.ffhq256.resources", "huge"]),
+    ("unknown dataset resources preset", ("datasets.ffhq256.resources", "huge"),
+     ["datasets.ffhq256.resources", "huge"]),
     ("a GPU for a stage that runs no network", ("resources.celeba64.probe.gpu", 1), ["resources.celeba64.probe.gpu"]),
     ("two GPUs for one stage", ("resources.ffhq256.train.gpu", 2), ["resources.ffhq256.train.gpu"]),
     ("a GPU model without a GPU", ("resources.embedded.train.gpu_model", "h100"),
@@ -397,7 +399,8 @@ def test_equal_keys_written_differently_are_duplicates_and_merge_keys_are_not(tm
 
 def _bomb(levels: int, mapping: bool = False) -> str:
     """Billion laughs: level 0 is nine strings, level i nine aliases of level i - 1 (9^levels values)."""
-    first = "&l0 {" + ", ".join(f"k{j}: lol" for j in range(9)) + "}" if mapping else "&l0 [" + ", ".join(["lol"] * 9) + "]"
+    first = ("&l0 {" + ", ".join(f"k{j}: lol" for j in range(9)) + "}" if mapping
+             else "&l0 [" + ", ".join(["lol"] * 9) + "]")
     layers = [first]
     for i in range(1, levels + 1):
         items = [f"k{j}: *l{i - 1}" for j in range(9)] if mapping else [f"*l{i - 1}"] * 9

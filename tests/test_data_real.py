@@ -221,7 +221,8 @@ def test_ffhq_attributes_no_face_and_split(raw, tmp_path):
     assert data.manifest["source"]["no_face_annotation"] == 1
     assert data.manifest["source"]["layout"] == "images1024x1024"
     # the annotations' digest (each JSON read once, parsed and hashed), recomputed here from the files
-    lines = "".join(f"{i:05d}.json {hashlib.sha256((raw / 'ffhq' / 'json' / f'{i:05d}.json').read_bytes()).hexdigest()}\n"
+    lines = "".join(f"{i:05d}.json "
+                    f"{hashlib.sha256((raw / 'ffhq' / 'json' / f'{i:05d}.json').read_bytes()).hexdigest()}\n"
                     for i in FFHQ_INDICES)
     assert data.manifest["source"]["annotations"]["json"]["sha256"] == hashlib.sha256(lines.encode()).hexdigest()
     rows = {i: data.attributes.iloc[k] for k, i in enumerate(FFHQ_INDICES)}

@@ -31,8 +31,9 @@ METRICS = {"n_real": 20, "reference": "all", "reference_rows": "first", "nearest
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, toyfaces16, params):
     """A tiny model, its codes, a probe, a sample shard and a toyfaces extractor, all made on the CPU."""
-    from pivq.model import PIVQ, ModelConfig
     from tiny_model import TINY_MODEL
+
+    from pivq.model import PIVQ, ModelConfig
 
     root = tmp_path_factory.mktemp("device_inputs")
     torch.manual_seed(0)
@@ -78,7 +79,8 @@ def test_a_gpu_job_that_sees_no_gpu_stops_before_reading_anything(stage, monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what a fake or broken GPU allocation looks like
     missing = tmp_path / "missing"
-    paths = {"root": missing, "data": missing / "data", "extractor": params["datasets"]["toyfaces32"]["feature_extractor"]}
+    paths = {"root": missing, "data": missing / "data",
+             "extractor": params["datasets"]["toyfaces32"]["feature_extractor"]}
     out = tmp_path / "out"
     job = Job(EXPERIMENT, stage, gpu=1, cpus=1)
     with pytest.raises(NoGPUError) as err:
@@ -194,7 +196,8 @@ def test_the_gpu_check_runs_in_its_tiny_form_on_the_cpu(tmp_path, monkeypatch):
     import json
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # the check points it at random weights
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "benchmarks" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("gpu_check",
+                                                  Path(__file__).parents[1] / "benchmarks" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     rows = gpu_check.main(["--tiny", "--device", "cpu", "--cpus", "2", "--out", str(tmp_path / "out")])

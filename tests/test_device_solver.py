@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
+from test_matching import KINDS, _batch, _check, _instance
 
 from pivq.quantize import assign, device_solver
-from test_matching import KINDS, _batch, _check, _instance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MATCHING = importlib.import_module("pivq.quantize.matching")

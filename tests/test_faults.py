@@ -1,6 +1,6 @@
 """Faults injected into pivq: a full or read-only disk during a write, corrupted artefacts, SIGKILL in the middle of a
 stage, a killed Snakemake, two Snakemake runs at once. Nothing may be lost or used silently, every error must name
-its file, and a rerun must give the bytes an uninterrupted run gives (README, "Faults and bad input").
+its file, and a rerun must give the bytes an uninterrupted run gives (docs/faults.md).
 
 Kills at function level run a stage in a child process that SIGKILLs itself at a chosen rename (the worst moment:
 the output is fully written under its temporary name, not yet renamed), so they are deterministic and cheap.
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from workflow_support import SNAKEMAKE, check, copy_workflow, env, mtimes, need, run, tiny_params, write_params
 
 from pivq import stages
 from pivq.data import PreparedDataset, prepare_toyfaces, write_prepared, write_preview
@@ -35,7 +36,6 @@ from pivq.model import ModelConfig
 from pivq.model.checkpoint import load_model, read_checkpoint, save_atomic, save_model
 from pivq.sample import load_sample_images, save_shard
 from pivq.train import train
-from workflow_support import SNAKEMAKE, check, copy_workflow, env, mtimes, need, run, tiny_params, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -386,7 +386,8 @@ def test_sigkill_during_training_resumes_to_the_same_model(make_experiment, toyf
                    run_dir=run, threads=1, device="cpu", progress=False)
     assert read_checkpoint(run / "checkpoints" / "latest.pt", expect="pivq-train-state-v1")["step"] == 15
     assert not (run / "model.pt").exists()
-    assert [p.name.startswith(".latest.pt.") for p in (run / "checkpoints").iterdir() if p.name.startswith(".")] == [True]
+    assert [p.name.startswith(".latest.pt.") for p in (run / "checkpoints").iterdir()
+            if p.name.startswith(".")] == [True]
     train(experiment, toyfaces16, run, threads=1, device="cpu", progress=False)
     assert (run / "model.pt").read_bytes() == (tmp_path / "clean" / "model.pt").read_bytes()
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # the cut-short write: removed
@@ -551,7 +552,7 @@ def _products(root: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_killed_snakemake_needs_unlock_and_rerun_incomplete_then_matches_an_uninterrupted_run(tmp_path):
     """Snakemake itself SIGKILLed with its jobs (a crashed login node, an OOM kill of the session): its lock and
-    incomplete-output markers stay behind. What it takes to go on (README, "Faults and bad input"): `snakemake
+    incomplete-output markers stay behind. What it takes to go on (docs/faults.md): `snakemake
     --unlock`, then the command with --rerun-incomplete; training resumes from its checkpoint. A sample-shard job
     killed in that run leaves the other shard, which the plain rerun keeps. The end products equal an
     uninterrupted run's, byte for byte."""

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 
 import pivq.train.loop as loop
-from pivq.weights import WeightsFileError, accept_unpublished_weights
 from pivq.model.checkpoint import read_checkpoint
 from pivq.model.discriminator import NLayerDiscriminator, build_discriminator, patch_grid
 from pivq.train.diffaug import diff_augment, rand_brightness, rand_translation
-from pivq.train.losses import (VGG16_FILE, adaptive_weight, build_lpips, check_lpips_weights, hinge_d_loss,
-                               hinge_g_loss)
+from pivq.train.losses import VGG16_FILE, adaptive_weight, build_lpips, check_lpips_weights, hinge_d_loss, hinge_g_loss
 from pivq.train.state import FORMAT as STATE_FORMAT
+from pivq.weights import WeightsFileError, accept_unpublished_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

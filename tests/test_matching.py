@@ -121,7 +121,8 @@ def test_matching_identical_groups_rule_on_a_mixed_batch(monkeypatch, no_fallbac
     codebook[4] = codebook[3] + 0.01  # codes 3 and 4 are each other's nearest
     images = {
         "collapsed": np.repeat(rng.normal(size=(1, 3)), 10, axis=0),
-        "disjoint groups": np.concatenate([np.repeat(codebook[[3]], 5, axis=0), np.repeat(codebook[[30]] * 3, 5, axis=0)]),
+        "disjoint groups": np.concatenate([np.repeat(codebook[[3]], 5, axis=0),
+                                           np.repeat(codebook[[30]] * 3, 5, axis=0)]),
         "colliding groups": np.repeat(codebook[[3, 4]], 5, axis=0),  # both groups' 5 nearest hold codes 3 and 4
         "one code, two latents": np.repeat(codebook[[7]] + [[1e-3], [-1e-3]], 5, axis=0),
         "gaussian": rng.normal(size=(10, 3)),

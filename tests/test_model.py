@@ -55,7 +55,8 @@ def test_decoder_is_invariant_to_the_order_of_the_codes(make_model):
         other[:, 0] = torch.randn(model.cfg.width, generator=g) * 3
         assert (model.decode(other) - ref).abs().max() > 1e-3
 
-        indices = torch.stack([torch.randperm(model.cfg.codebook_size, generator=g)[: model.cfg.codes] for _ in range(5)])
+        indices = torch.stack([torch.randperm(model.cfg.codebook_size, generator=g)[: model.cfg.codes]
+                               for _ in range(5)])
         ref_idx = model.decode_indices(indices)
         perm = torch.randperm(model.cfg.codes, generator=g)
         assert torch.allclose(model.decode_indices(indices[:, perm]), ref_idx, atol=1e-5)

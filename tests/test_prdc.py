@@ -76,7 +76,8 @@ def test_result_independent_of_chunking():
     rng = np.random.default_rng(3)
     real = rng.normal(size=(333, 20)).astype(np.float32)
     fake = rng.normal(size=(222, 20)).astype(np.float32)
-    outs = [compute_prdc(real, fake, 5, device="cpu", chunk=c, col_chunk=cc) for c, cc in [(1, 8192), (7, 11), (333, 222), (10_000, 10_000)]]
+    outs = [compute_prdc(real, fake, 5, device="cpu", chunk=c, col_chunk=cc)
+            for c, cc in [(1, 8192), (7, 11), (333, 222), (10_000, 10_000)]]
     assert all(o == outs[0] for o in outs)
 
 

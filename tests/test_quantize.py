@@ -174,7 +174,8 @@ def test_quantizer_loss_and_straight_through(method):
     loss.backward()
     n = z.numel()
     assert torch.allclose(z.grad, 0.3 * 2 * (z.detach() - e) / n, atol=1e-6)
-    expected_cb = torch.zeros_like(q.codebook).index_add_(0, indices.flatten(), (2 * (e - z.detach()) / n).reshape(-1, 4))
+    expected_cb = torch.zeros_like(q.codebook).index_add_(0, indices.flatten(),
+                                                          (2 * (e - z.detach()) / n).reshape(-1, 4))
     assert torch.allclose(q.codebook.grad, expected_cb, atol=1e-6)
 
     # straight through: d quantized / d z is the identity, and no gradient reaches the codebook from it

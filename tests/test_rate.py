@@ -40,7 +40,8 @@ def _skewed_sets(rng, n, K, L, s=1.0):
     return np.argsort(-g, axis=1)[:, :L]
 
 
-@pytest.mark.parametrize("K,L,n", [(1, 1, 3), (4, 1, 10), (4, 4, 5), (16, 8, 20), (128, 16, 20), (100, 99, 5), (4096, 512, 3)])
+@pytest.mark.parametrize("K,L,n", [(1, 1, 3), (4, 1, 10), (4, 4, 5), (16, 8, 20), (128, 16, 20), (100, 99, 5),
+                                   (4096, 512, 3)])
 def test_round_trip(K, L, n):
     rng = np.random.default_rng(K * 1000 + L)
     model = fit_code_model(_uniform_sets(rng, 50, K, L), K)

@@ -50,12 +50,30 @@ def metrics_dir(tmp_path_factory) -> Path:
         "density": 0.9, "coverage": 0.5, "precision_torch_fidelity": 0.7, "recall_torch_fidelity": 0.3,
         "reference": {"split": "all", "rows": "first", "n": 200, "of": 250}, "seed": 0, "versions": {}})
     write_json(exp / "training.json", {"experiment": "toy_matching", "steps": 100, "test_l1": 0.1,
-                                       "constant_baseline_l1": 0.3, "seconds": 10.0})
-    steps = np.arange(0, 101, 10)
-    pd.DataFrame({"step": steps, "loss": 1.0 / (1 + steps), "l1": 0.5 / (1 + steps), "k_data": steps // 2,
-                  "k_img": 16, "steps_per_s": 3.0}).to_csv(exp / "training_log.csv", index=False)
+                                       "constant_baseline_l1": 0.3, "seconds": 10.0,
+                                       "codebook_inits": [{"step": 40}, {"step": 60}]})
+    steps = np.arange(10, 101, 10)
+    pd.DataFrame({"step": steps, "loss": 1.0 / (1 + steps), "l1": 0.5 / (1 + steps), "k_data": (steps >= 40) * 30,
+                  "k_img_max": (steps >= 40) * 16, "k_img_mean": (steps >= 40) * 15.5, "quantized": steps > 40,
+                  "steps_per_s": 3.0}).to_csv(exp / "training_log.csv", index=False)
     images = rng.integers(0, 256, size=(2, 3, 6, 16, 16, 3), dtype=np.uint8)
     np.savez(exp / "interpolation_paths.npz", images=images)
+    originals = rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    for name, retention in (("toy_matching", 0.95), ("toy_nearest", 0.5)):
+        per = {"hair": {"original": 0.9, "reconstruction": 0.9 * retention, "retention": retention, "majority": 0.3},
+               "hat": {"original": 1.0, "reconstruction": 1.0, "retention": 1.0, "majority": 0.8}}
+        result = {"experiment": name, "reconstruction": {
+            "attributes": per, "retention_min": retention, "retention_min_attribute": "hair",
+            "retained": retention >= 0.9, "original_accuracy_mean": 0.95,
+            "reconstruction_accuracy_mean": (0.9 * retention + 1) / 2}}
+        if name == "toy_matching":
+            result["recombination"] = {"attributes": {"hair": {"n_shared": 5, "kept": 0.8, "kept_chance": 0.3,
+                                                               "n_differ": 7, "parental": 0.9, "parental_chance": 0.5}},
+                                       "kept": 0.8, "kept_chance": 0.3, "parental": 0.9, "parental_chance": 0.5}
+        write_json(root / name / "attributes.json", result)
+        decodes = originals // (1 + (name == "toy_nearest"))
+        np.savez(root / name / "reconstructions.npz", original=originals, reconstruction=decodes,
+                 image_index=np.arange(4))
     return root
 
 
@@ -97,7 +115,8 @@ def test_paper_values_are_complete_and_self_consistent():
 def test_tables_contain_paper_and_reproduced_rows(metrics_dir, tmp_path):
     written = build_tables(EXPERIMENTS, metrics_dir, tmp_path)
     assert sorted(p.name for p in written) == sorted(
-        [f"{t}.{f}" for t in ("table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced")
+        [f"{t}.{f}" for t in ("table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced",
+                              "table_quantizers", "table_attributes")
          for f in ("csv", "md")] + ["summary.json"])
 
     summary = json.loads((tmp_path / "summary.json").read_text())  # the DVC metrics: the same numbers
@@ -180,8 +199,10 @@ def test_table3_names_k_and_the_reference_of_each_run(tmp_path):
 
 def test_tables_tolerate_missing_inputs(tmp_path):
     written = build_tables(EXPERIMENTS, tmp_path / "empty", tmp_path / "out", formats=("csv", "md", "tex"))
-    assert len(written) == 13  # 4 tables x 3 formats + summary.json
+    assert len(written) == 19  # 6 tables x 3 formats + summary.json
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {}
+    assert _read_csv(tmp_path / "out" / "table_quantizers.csv") == []
+    assert _read_csv(tmp_path / "out" / "table_attributes.csv") == []
     t1 = _read_csv(tmp_path / "out" / "table1_capabilities.csv")
     assert t1[-1]["evidence"] == "no metrics files found" and t1[-1]["discrete"] == "-"
     assert _read_csv(tmp_path / "out" / "paper_vs_reproduced.csv") == []
@@ -222,7 +243,8 @@ def figures(metrics_dir, tmp_path_factory) -> list[Path]:
 
 
 def test_figures_written(figures):
-    stems = ("figure1_interpolations", "figure4_capacity", "figure5_probe_toy_matching", "training_curves")
+    stems = ("figure1_interpolations", "figure4_capacity", "figure5_probe_toy_matching", "training_curves",
+             "reconstructions")
     assert sorted(p.name for p in figures) == sorted(f"{s}.{f}" for s in stems for f in ("png", "pdf"))
     pdf = next(p for p in figures if p.name == "figure4_capacity.pdf").read_bytes()
     assert b"CreationDate" not in pdf and b"Matplotlib" not in pdf
@@ -302,3 +324,79 @@ def test_capacity_curves_match_the_paper_points():
     assert round(at512["nearest"]) == 611 and at512["conventional"] == 6144
     # Eq. 2 counts repeats, so below about L = 49 it exceeds eq. 4; at the paper's L it is far below.
     assert curves["nearest"][1] > curves["matching"][1] and at512["nearest"] < at512["matching"] / 3.5
+
+
+# --- issue 21: the quantizers side by side, attributes, and what the figures mark ---------------------------------
+
+
+def test_summary_and_tables_carry_the_attribute_metrics(metrics_dir, tmp_path):
+    build_tables(EXPERIMENTS, metrics_dir, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    matching = summary["toy_matching"]
+    assert matching["attribute_retention_min"] == 0.95 and matching["attribute_retention_hair"] == 0.95
+    assert (matching["recombination_kept"], matching["recombination_parental_chance"]) == (0.8, 0.5)
+    assert summary["toy_nearest"]["attribute_retention_min"] == 0.5
+    assert "recombination_kept" not in summary["toy_nearest"]  # nearest codes are no sets: no Algorithm 1
+    # Figure 1's movement from the decoded source (column 1) to the decoded target (column -2)
+    paths = np.load(metrics_dir / "toy_matching" / "interpolation_paths.npz")["images"].astype(float)
+    ends = np.abs(paths[:, :, -2] - paths[:, :, 1]).mean(axis=(-3, -2, -1)).mean()
+    assert matching["figure1_endpoint_change"] == pytest.approx(ends)
+    rows = {r["experiment"]: r for r in _read_csv(tmp_path / "table_quantizers.csv")}
+    assert rows["toy_matching"]["retention_min"] == "0.950" and rows["toy_nearest"]["retention_min"] == "0.500"
+    assert rows["toy_matching"]["test_l1"] == "0.1000" and rows["toy_nearest"]["test_l1"] == ""
+    assert rows["toy_nearest"]["k_img_max"] == str(json.loads(
+        (metrics_dir / "toy_nearest" / "capacity.json").read_text())["k_img_max"])
+    attrs = [(r["experiment"], r["attribute"], r["kept"]) for r in _read_csv(tmp_path / "table_attributes.csv")]
+    assert attrs == [("toy_matching", "hair", "0.800"), ("toy_matching", "hat", ""), ("toy_nearest", "hair", ""),
+                     ("toy_nearest", "hat", "")]
+
+
+def test_path_changes_are_zero_for_paths_that_do_not_move():
+    from pivq.report.tables import path_changes
+
+    still = np.full((1, 2, 6, 4, 4, 3), 7, dtype=np.uint8)
+    still[:, :, 0] = 0  # the source and target images themselves do not count, only the decodes
+    still[:, :, -1] = 255
+    assert path_changes(still) == {"figure1_endpoint_change": 0.0, "figure1_largest_step_change": 0.0}
+    moving = still.copy()
+    moving[:, :, 1:-1] = np.arange(4, dtype=np.uint8)[:, None, None, None] * 10  # decodes 0, 10, 20, 30
+    assert path_changes(moving) == {"figure1_endpoint_change": 30.0, "figure1_largest_step_change": 10.0}
+
+
+def test_figure1_labels_its_columns():
+    from pivq.report.figures import figure1, figure1_columns
+
+    assert figure1_columns(6) == ["source", "decoded\nsource", "step 1", "step 2", "decoded\ntarget", "target"]
+    fig = figure1(np.zeros((1, 2, 6, 8, 8, 3), np.uint8), "toy")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == figure1_columns(6)
+
+
+def test_training_curves_mark_t_q_and_blank_the_codebook_before_it(metrics_dir):
+    from pivq.report import training_log
+    from pivq.report.figures import training_curves
+
+    log = training_log(metrics_dir, "toy_matching")
+    fig = training_curves([("toy_matching", log, [40, 60])])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[-1] == "distinct codes per image (K_img)"
+    k_data = fig.axes[titles.index("codes used in a log window (K_data)")].lines[0].get_ydata()
+    assert np.isnan(k_data[log["step"] <= 40]).all() and not np.isnan(k_data[log["step"] > 40]).any()
+    first = fig.axes[0]
+    vertical = [line.get_xdata()[0] for line in first.lines[1:]]
+    assert vertical == [40, 60]
+    assert [line.get_linestyle() for line in first.lines[1:]] == ["--", ":"]
+    assert "T_q = 40" in [t.get_text() for t in first.get_legend().get_texts()]
+
+
+def test_reconstructions_figure_refuses_runs_of_other_images(metrics_dir):
+    from pivq.report import reconstructions
+    from pivq.report.figures import reconstructions_figure
+
+    a = reconstructions(metrics_dir, "toy_matching")
+    b = {**a, "image_index": a["image_index"] + 1}
+    fig = reconstructions_figure([("toy_matching", "matching", a), ("toy_nearest", "nearest", a)])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["test images", "matching\n(toy_matching)",
+                                                         "nearest\n(toy_nearest)"]
+    with pytest.raises(ValueError, match="other test images"):
+        reconstructions_figure([("toy_matching", "matching", a), ("toy_nearest", "nearest", b)])

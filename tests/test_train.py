@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from PIL import Image
 
 import pivq.train.loop as loop
 from pivq.encode import reconstruction_l1
@@ -70,6 +72,37 @@ def tiny_run(make_experiment, toyfaces16, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run_a")
     summary = _run(experiment, toyfaces16, run_dir)
     return experiment, run_dir, summary
+
+
+def test_live_records_follow_the_run(tiny_run):
+    """dvclive's files (pivq.train.live): one metrics row per log row, image grids every image_every = 30 steps
+    (reconstructions from the start, samples once matching gives sets), the summary at the end."""
+    experiment, run_dir, summary = tiny_run
+    live = run_dir / "dvclive"
+    l1 = pd.read_csv(live / "plots" / "metrics" / "l1.tsv", sep="\t")
+    assert l1["step"].tolist() == [10, 20, 30, 40, 50, 60]
+    assert np.allclose(l1["l1"], [r["l1"] for r in summary["log"]], rtol=1e-6)
+    assert (live / "plots" / "metrics" / "k_img_max.tsv").is_file()
+    grids = live / "plots" / "images"
+    images = sorted(p.relative_to(grids).as_posix() for p in grids.rglob("*.png"))
+    assert images == ["reconstructions/00000030.png", "reconstructions/00000060.png", "samples/00000030.png",
+                      "samples/00000060.png"]
+    grid = np.asarray(Image.open(live / "plots" / "images" / "reconstructions" / "00000030.png"))
+    size = experiment["model"]["resolution"]
+    assert grid.shape == (2 * size + 1, 8 * (size + 1) - 1, 3)  # originals above decodes, 8 train images
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["steps"] == 60 and metrics["step"] == 60 and metrics["l1"] == pytest.approx(summary["log"][-1]["l1"])
+    assert yaml.safe_load((live / "params.yaml").read_text())["experiment"]["name"] == experiment["name"]
+    assert not (run_dir / "dvc.yaml").exists()  # dvclive wrote no pipeline file of its own
+
+
+def test_training_log_grows_as_training_goes(make_experiment, toyfaces16, tmp_path, monkeypatch):
+    """Stopped at step 22, the run has already written its log rows of steps 10 and 20, and dvclive its rows."""
+    _sigterm_at(monkeypatch, 22)
+    with pytest.raises(Preempted):
+        _run(make_experiment(), toyfaces16, tmp_path)
+    assert pd.read_csv(tmp_path / "train_log.csv")["step"].tolist() == [10, 20]
+    assert pd.read_csv(tmp_path / "dvclive" / "plots" / "metrics" / "l1.tsv", sep="\t")["step"].tolist() == [10, 20]
 
 
 def test_tiny_run_writes_its_outputs(tiny_run):
@@ -281,8 +314,9 @@ def _finished_copy(tiny_run, tmp_path) -> Path:
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_a_changed_experiment_trains_afresh_and_keeps_the_old_run_aside(change, tiny_run, make_experiment,
                                                                         toyfaces16, tmp_path, caplog):
-    """A finished run, then the experiment changed and trained again: the old checkpoint, model.pt, options.json
-    and train_log.csv move to superseded/<time>-<old run>/ (the log says where and what differs) and the new run
+    """A finished run, then the experiment changed and trained again: the old checkpoint, model.pt, options.json,
+    train_log.csv and live records move to superseded/<time>-<old run>/ (the log says where and what differs) and
+    the new run
     starts at step 0, so options.json describes model.pt; with a new architecture, model.pt is bit for bit a
     fresh run's."""
     experiment, _, _ = tiny_run
@@ -293,7 +327,8 @@ def test_a_changed_experiment_trains_afresh_and_keeps_the_old_run_aside(change, 
     with caplog.at_level(logging.WARNING, logger="pivq.train.loop"):
         summary = _run(changed, toyfaces16, run)
     (aside,) = (run / "superseded").iterdir()
-    assert {p.name: p.read_bytes() for p in aside.iterdir()} == {**old, "latest.pt": old_ckpt}
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.is_file()} == {**old, "latest.pt": old_ckpt}
+    assert (aside / "dvclive" / "metrics.json").is_file() and (run / "dvclive" / "metrics.json").is_file()
     assert str(aside) in caplog.text and "training this run from step 0" in caplog.text
     options = json.loads((run / "options.json").read_text())
     assert options["resumed_from_step"] == 0 and options["experiment"] == json.loads(json.dumps(changed))
@@ -527,7 +562,7 @@ def test_a_train_split_smaller_than_a_batch_stops_naming_the_schedule(make_exper
 
 
 def test_paper_presets_follow_unleashing_transformers(params):
-    """Each recipe item the paper leaves to UT has UT's value in the paper's presets (README, faithfulness)."""
+    """Each recipe item the paper leaves to UT has UT's value in the paper's presets (docs/faithfulness.md)."""
     ut_schedule = {"adam_betas": [0.9, 0.999], "ema_beta": 0.995, "ema_every": 10, "vq_loss": "unleashing",
                    "vq_beta": 0.25, "disc_init": "pytorch", "data_order": "epochs", "lr_per_sample": 4.5e-6,
                    "adaptive_weight_limit": 1.0, "disc_weight": 1.0, "diffaug": ["color", "translation"],

@@ -20,8 +20,12 @@ import torch
 import pivq.train.loop as loop
 import pivq.weights as weights
 from pivq.metrics import INCEPTION, compute_features, compute_fidelity
-from pivq.metrics.registry import (INCEPTION_SHA256_PREFIX, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL,
-                                  create_feature_extractor)
+from pivq.metrics.registry import (
+    INCEPTION_SHA256_PREFIX,
+    INCEPTION_WEIGHTS_FILE,
+    INCEPTION_WEIGHTS_URL,
+    create_feature_extractor,
+)
 from pivq.train.losses import VGG16_FILE, VGG16_SHA256_PREFIX, VGG16_URL, build_lpips, check_lpips_weights
 from pivq.weights import (
     WeightsFileError,
@@ -240,9 +244,9 @@ def test_harmless_weights_that_are_not_the_published_file_are_refused(tmp_path, 
     # Inception's own structure, other values, at an explicit path and at the hub path
     hub_copy = folder / INCEPTION_WEIGHTS_FILE
     hub_copy.write_bytes(inception_file.read_bytes())
-    for weights, path in ((inception_file, inception_file), (None, hub_copy)):
+    for weights_arg, path in ((inception_file, inception_file), (None, hub_copy)):
         with pytest.raises(WeightsFileError) as err:
-            compute_fidelity(real, fake, INCEPTION, weights)
+            compute_fidelity(real, fake, INCEPTION, weights_arg)
         _refused(err, path, "6726825d", INCEPTION_WEIGHTS_URL)
     # a plain state dict at the VGG16 path, and an empty file (sha256 e3b0c442...)
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, folder / VGG16_FILE)

@@ -16,16 +16,37 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-
-from workflow_support import (DVC, add_dvc_stages, DVC_TIMEOUT, EXPERIMENTS, REPO, SNAKEMAKE, SNAKEMAKE_TIMEOUT, STAGE_RULES,
-                              TINY_MODEL, check, copy_workflow, env, expected_logs, expected_targets, jobs_listed,
-                              load_params, mtimes, need, run, snapshot, tiny_params, write_params)
-
+from workflow_support import (
+    BIN,
+    DVC,
+    DVC_TIMEOUT,
+    EXPERIMENTS,
+    REPO,
+    SNAKEMAKE,
+    SNAKEMAKE_TIMEOUT,
+    STAGE_RULES,
+    TINY_MODEL,
+    add_dvc_stages,
+    check,
+    copy_workflow,
+    env,
+    expected_logs,
+    expected_targets,
+    jobs_listed,
+    load_params,
+    mtimes,
+    need,
+    run,
+    snapshot,
+    tiny_params,
+    write_params,
+)
 
 # --- the tiny end-to-end run (built once for the module) ------------------------------------------------------
 
@@ -87,7 +108,7 @@ def test_metrics_are_valid_json_naming_their_feature_extractor(tiny_run):
     for exp, quantizer in EXPERIMENTS.items():
         folder = root / "results" / "metrics" / exp
         names = {p.name for p in folder.glob("*.json")}
-        expected = {"training.json", "capacity.json", "probe.json"} | (
+        expected = {"training.json", "capacity.json", "probe.json", "attributes.json"} | (
             {"fidelity.json", "rate.json"} if quantizer == "matching" else set())
         assert names == expected, f"{folder}: {sorted(names)}"
         for path in folder.glob("*.json"):
@@ -104,6 +125,12 @@ def test_metrics_are_valid_json_naming_their_feature_extractor(tiny_run):
     for key in ("fid", "precision", "recall", "density", "coverage"):
         assert isinstance(fidelity[key], (int, float)), key
     assert (root / "results/metrics/toy_matching/interpolation_paths.npz").is_file()
+    for exp, quantizer in EXPERIMENTS.items():  # the attributes stage: reconstructions for both, samples for sets
+        attributes = json.loads((root / "results/metrics" / exp / "attributes.json").read_text())
+        assert attributes["reconstruction"]["n_images"] == params["datasets"]["toyfaces32"]["n_test"]
+        assert ("recombination" in attributes) == (quantizer == "matching")
+    built = json.loads((root / "results/metrics/built_with.json").read_text())
+    assert sorted(built["experiments"]) == sorted(EXPERIMENTS) and built["experiment_set"] == params["experiment_set"]
     rate = json.loads((root / "results/metrics/toy_matching/rate.json").read_text())
     assert rate["roundtrip_ok"] is True and rate["n_test"] == params["datasets"]["toyfaces32"]["n_test"]
     assert not (root / "results/metrics/toy_nearest/fidelity.json").exists()  # nearest runs are not sampled
@@ -152,7 +179,7 @@ def _git(*args: str) -> list[str]:
 
 
 def test_dvc_round_trip_pull_rebuilds_tables_without_training(tiny_run, tmp_path):
-    """README, "Sharing artefacts with DVC": after a run, `dvc add data runs`, commit, `dvc push`; a fresh clone
+    """docs/dvc.md, sharing artefacts: after a run, `dvc add data runs`, commit, `dvc push`; a fresh clone
     does `dvc pull`, `snakemake --touch all`, `dvc repro`: nothing is re-run (Snakemake and DVC agree), the tables
     and figures are byte-identical, and rebuilding them from the pulled metrics gives the same bytes."""
     need(DVC)
@@ -246,6 +273,85 @@ def test_dvc_repro_rebuilds_the_same_bytes_and_only_what_changed(tiny_run):
     assert not unchanged_png, f"figures not redrawn at the new dpi: {unchanged_png}"
 
 
+def test_a_configfile_variant_trains_beside_the_default_run(tiny_run, tmp_path):
+    """README, "Comparing two variants": an overlay adds a variant and a set holding it and the default; a dry run
+    trains only the variant (the default's runs and metrics are up to date) and redraws the report for the set."""
+    root = tiny_run["root"]
+    params = tiny_run["params"]
+    overlay = {"models": {"tiny_k": {**params["models"]["tiny"], "codebook_size": 32}},
+               "experiments": {"toy_matching_k": {**params["experiments"]["toy_matching"], "model": "tiny_k"}},
+               "experiment_sets": {"compare": ["toy_matching", "toy_matching_k"]}, "experiment_set": "compare"}
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    out = check(run([SNAKEMAKE, "-n", "all", "--configfile", variant], root), "snakemake -n --configfile variant.yaml")
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: exp=(\w+)", out, flags=re.MULTILINE)
+    trained = sorted(exp for rule, exp in jobs if rule == "train")
+    assert trained == ["toy_matching_k"], out[-3000:]
+    assert not [exp for rule, exp in jobs if exp == "toy_matching"], "the default run would be rebuilt"
+    assert {"tables", "figures", "built_with"} <= set(jobs_listed(out))
+
+
+def test_pivq_evaluate_reproduces_the_pipelines_numbers(tiny_run, tmp_path):
+    """`pivq evaluate` on the run's checkpoint and dataset, outside the pipeline: the same test L1, capacity,
+    probe and (Algorithm 1 samples drawn with the same seeds) FID, P, R, D, C as the pipeline's metrics files."""
+    root = tiny_run["root"]
+    out = tmp_path / "evaluation.json"
+    batch = tiny_run["params"]["experiments"]["toy_matching"]["encode"]["batch_size"]
+    check(run([BIN / "pivq", "evaluate", "--model", root / "runs/toy_matching/model.pt", "--data",
+               root / "data/toyfaces32", "--out", out, "--experiment", "toy_matching", "--params", root / "params.yaml",
+               "--fidelity", "--probe", "--batch-size", batch], root, timeout=SNAKEMAKE_TIMEOUT), "pivq evaluate")
+    result = json.loads(out.read_text())
+    metrics = root / "results/metrics/toy_matching"
+    training = json.loads((metrics / "training.json").read_text())
+    assert result["test_l1"] == pytest.approx(training["test_l1"], rel=1e-9)
+    capacity = json.loads((metrics / "capacity.json").read_text())
+    assert {k: result["capacity"][k] for k in ("k_data", "k_img_max", "bits")} == \
+        {k: capacity[k] for k in ("k_data", "k_img_max", "bits")}
+    fidelity = json.loads((metrics / "fidelity.json").read_text())
+    for m in ("fid", "precision", "recall", "density", "coverage"):
+        assert result["fidelity"][m] == pytest.approx(fidelity[m], rel=1e-6, abs=1e-9), m
+    probe = json.loads((metrics / "probe.json").read_text())
+    assert result["probe"]["attributes"] == probe["attributes"]
+
+
+def test_dvc_exp_run_refuses_a_training_key_and_runs_a_report_key(tiny_run, tmp_path):
+    """`dvc exp run -S <key>`: a key a heavy stage reads (here the training steps) stops the experiment with a message
+    naming it and Snakemake, and leaves the tables as they were; a report key (the figures' dpi) redraws the
+    figures, and `dvc exp show` lists the experiment with its parameter and the metrics."""
+    need(DVC)
+    git = shutil.which("git", path=env()["PATH"])
+    if git is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "exp"
+    shutil.copytree(tiny_run["root"], root, ignore=shutil.ignore_patterns(".snakemake", ".git", ".dvc", "dvc.lock"))
+    for step in (["init", "-q"], ["config", "user.email", "t@example.org"], ["config", "user.name", "t"]):
+        check(run([git, *step], root), f"git {step[0]}")
+    check(run([DVC, "init", "-q"], root), "dvc init")
+    add_dvc_stages(root)
+    check(run([DVC, "repro"], root, timeout=DVC_TIMEOUT), "dvc repro")
+    check(run([git, "add", "-A"], root), "git add")
+    check(run([git, "commit", "-q", "-m", "run"], root), "git commit")
+    tables = snapshot(root / "results/tables")
+
+    steps = tiny_run["params"]["schedules"]["toy"]["steps"]
+    refused = run([DVC, "exp", "run", "-S", f"schedules.toy.steps={steps + 20}"], root, timeout=DVC_TIMEOUT)
+    assert refused.returncode != 0, refused.out
+    # the record holds each experiment's resolved settings: the key is named as the experiment sees it
+    assert f"experiments.toy_matching.schedule.steps: {steps} in the metrics, {steps + 20} in params.yaml" in \
+        refused.out.replace("\n", " ")
+    assert "snakemake --cores all all" in refused.out
+    assert snapshot(root / "results/tables") == tables, "tables were rebuilt from metrics of other parameters"
+    check(run([git, "checkout", "--", "params.yaml"], root), "git checkout params.yaml")
+
+    dpi = tiny_run["params"]["report"]["figures"]["dpi"] + 1
+    ran = check(run([DVC, "exp", "run", "-n", "dpi", "-S", f"report.figures.dpi={dpi}"], root, timeout=DVC_TIMEOUT),
+                "dvc exp run -S report.figures.dpi")
+    assert "Running stage 'figures'" in ran and "Running stage 'tables'" not in ran
+    shown = json.loads(check(run([DVC, "exp", "show", "--json"], root, timeout=DVC_TIMEOUT), "dvc exp show"))
+    text = json.dumps(shown)
+    assert '"dpi"' in text and f"{dpi}" in text and "attribute_retention_min" in text
+
+
 # --- parse-time checks (no job runs) -----------------------------------------------------------------------
 
 
@@ -296,7 +402,8 @@ def _duplicate_quantizer(path: Path) -> None:
     """A second `quantizer:` in toy_matching (YAML alone would keep it silently; Snakemake's configfile too)."""
     text = path.read_text()
     assert text.count("\n    quantizer: matching\n") >= 1
-    path.write_text(text.replace("\n    quantizer: matching\n", "\n    quantizer: matching\n    quantizer: nearest\n", 1))
+    path.write_text(text.replace("\n    quantizer: matching\n",
+                                 "\n    quantizer: matching\n    quantizer: nearest\n", 1))
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "bad_quantizer", "codes_over_codebook", "duplicate_key"])
@@ -382,7 +489,7 @@ def test_slurm_profile_parses():
     assert "paper" in load_params()["experiment_sets"]
 
 
-# --- on a real Slurm: `snakemake --profile slurm` (README, "On a Slurm cluster") ------------------------------
+# --- on a real Slurm: `snakemake --profile slurm` (docs/cluster.md) ------------------------------
 # slurm/local/setup-slurm.sh installs and starts a single-node Slurm on localhost (root and apt-get needed, as in
 # CI); slurm/local/config.yaml is the overlay profile for it. Each snakemake run is bounded by `timeout -s INT`
 # (SIGINT: the one signal the Slurm plugin honours while it polls).
@@ -527,3 +634,29 @@ def test_scancelled_training_job_resumes_from_its_checkpoint(local_slurm, tmp_pa
     assert resumed and int(resumed[0]) > 0, f"the retry started over instead of resuming:\n{log[-3000:]}"
     training = json.loads((root / "results/metrics/toy_matching/training.json").read_text())
     assert training["steps"] == 400
+
+
+IMPORTED = """
+import json, sys
+from pivq.cli import main
+code = main(sys.argv[1:])
+print(json.dumps(sorted(m.__file__ for name, m in list(sys.modules.items())
+                        if (name == "pivq" or name.startswith("pivq.")) and getattr(m, "__file__", None))))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("stage", sorted(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]))
+def test_each_dvc_stage_lists_the_code_its_command_runs(stage, tmp_path):
+    """dvc.yaml's deps are true: the pivq modules a stage's command imports when it runs (on the committed metrics)
+    are exactly its pivq deps, so an edit of any of them reruns the stage and no listed file is stale."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    args = spec["cmd"].split()
+    assert args[0] == "pivq", spec["cmd"]
+    proc = subprocess.run([sys.executable, "-c", IMPORTED, *args[1:], "--out", str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {Path(f).resolve().relative_to(REPO).as_posix() for f in json.loads(proc.stdout.splitlines()[-1])}
+    listed = {d for d in spec["deps"] if d.startswith("pivq/")}
+    assert imported - listed == set(), f"{stage} runs pivq code dvc.yaml does not list"
+    assert listed - imported == set(), f"{stage} lists pivq code its command does not import"

@@ -26,8 +26,9 @@ DVC = BIN / "dvc"
 
 # Every rule a full `all` of the embedded set runs, besides `all` itself (README's stages 1-8).
 STAGE_RULES = ["prepare_dataset", "train_extractor", "train", "encode", "sample_shard", "interpolation_paths",
-               "fidelity", "capacity", "rate", "probe", "code_atlas", "tables", "figures"]
-TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced"]
+               "fidelity", "capacity", "rate", "probe", "code_atlas", "attributes", "tables", "figures"]
+TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced", "table_quantizers",
+               "table_attributes"]
 EXPERIMENTS = {"toy_matching": "matching", "toy_nearest": "nearest"}
 
 # A tiny run takes ~70 s on 2 cores; the whole module's budget for one snakemake call is generous.
@@ -86,7 +87,8 @@ def tiny_params() -> dict:
     data["feature_extractor"].update(steps=30, batch_size=32)
     params["models"]["tiny"] = copy.deepcopy(TINY_MODEL)
     params["schedules"]["toy"].update(steps=60, batch_size=8, quantize_start=30, init_window=4, init_repeats=2,
-                                      kmeans_iters=3, log_every=10, checkpoint_every=20)
+                                      kmeans_iters=3, log_every=10, image_every=30,
+                                      checkpoint_every=20)
     for name in EXPERIMENTS:
         exp = params["experiments"][name]
         exp["model"] = "tiny"
@@ -104,7 +106,10 @@ def expected_targets(params: dict) -> tuple[list[str], list[str]]:
     sampled = [e for e in exps if params["experiments"][e]["quantizer"] == "matching"]
     tables = [f"results/tables/{n}.{f}" for n in TABLE_NAMES for f in params["report"]["tables"]["formats"]]
     tables.append("results/tables/summary.json")  # the headline numbers, dvc.yaml's metrics
+    scored = [e for e in exps if params["datasets"][params["experiments"][e]["dataset"]]["feature_extractor"]["name"]
+              == "pivq-toyfaces-cnn"]
     figure_names = (["figure4_capacity", "training_curves"] + (["figure1_interpolations"] if sampled else [])
+                    + (["reconstructions"] if scored else [])
                     + [f"figure5_probe_{e}" for e in exps] + [f"code_atlas_{e}" for e in exps])
     figures = [f"results/figures/{n}.{f}" for n in figure_names for f in params["report"]["figures"]["formats"]]
     return tables, figures
@@ -114,12 +119,14 @@ def expected_logs(params: dict) -> set[str]:
     """One log per job of `all` (the rules' `log:` names)."""
     exps = params["experiment_sets"][params["experiment_set"]]
     datasets = {params["experiments"][e]["dataset"] for e in exps}
-    logs = {"tables", "figures"}
+    logs = {"tables", "figures", "built_with"}
     for d in datasets:
         logs |= {f"prepare_{d}", f"train_extractor_{d}"}
     for e in exps:
         exp = params["experiments"][e]
         logs |= {f"train_{e}", f"encode_{e}", f"capacity_{e}", f"probe_{e}", f"code_atlas_{e}"}
+        if params["datasets"][exp["dataset"]]["feature_extractor"]["name"] == "pivq-toyfaces-cnn":
+            logs.add(f"attributes_{e}")
         if exp["quantizer"] == "matching":
             logs |= {f"interpolation_paths_{e}", f"fidelity_{e}", f"rate_{e}"}
             logs |= {f"sample_{e}_{i}" for i in range(exp["sample"]["shards"])}

@@ -6,7 +6,7 @@ the only listing is ``os.scandir`` of an image folder until its first image (is 
 ``*_layout`` functions return the paths that the preparation modules (celeba.py, ffhq.py) then read and
 validate in full.
 
-Accepted layouts (README 'Datasets'):
+Accepted layouts (docs/datasets.md):
 
     celeba     root/img_align_celeba/000001.jpg ...  or  root/img_align_celeba.zip
                root/list_attr_celeba.txt, root/list_eval_partition.txt
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("celeba", "celebahq", "ffhq")
-SEE = "(see README 'Datasets')"
+SEE = "(see docs/datasets.md)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared with the lower-cased name: .JPG and .Png count too
 FFHQ_PNG = re.compile(r"([0-9]{5})\.png", re.IGNORECASE)  # FFHQ's images (fullmatch): 00000.png, 00000.PNG
 

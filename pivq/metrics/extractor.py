@@ -162,22 +162,41 @@ def _batches(
             yield perm[start : start + batch_size]
 
 
+def soften(images: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """The blur augmentation: ``fraction`` of the uint8 (N, 3, S, S) images (drawn with ``generator``) shrunk to a
+    random side in [S/4, S) by area averaging and enlarged back bilinearly, as float in [0, 255].
+
+    What a decode loses first is sharpness; a classifier trained on sharp images alone reads a blurred face's
+    attributes wrongly although they are plainly there (measured on toyfaces: the originals shrunk to 16 px and
+    back keep only 77% of the eye-colour accuracy). Trained with this, it reads the attributes, not the focus."""
+    x = images.float()
+    n, size = len(x), x.shape[-1]
+    pick = torch.rand(n, generator=generator) < fraction
+    sides = torch.randint(max(size // 4, 1), size, (n,), generator=generator)
+    for i in torch.nonzero(pick).flatten().tolist():
+        small = F.interpolate(x[i:i + 1], size=int(sides[i]), mode="area")
+        x[i:i + 1] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    return x / 255.0
+
+
 def _fit(
     model: AttributeCNN, x: torch.Tensor, y: dict[str, torch.Tensor], train: torch.Tensor,
-    steps: int, batch_size: int, lr: float, seed: int,
+    steps: int, batch_size: int, lr: float, seed: int, blur: float = 0.0,
 ) -> float:
-    """Adam on cross-entropy summed over heads, batches moved to the model's device; returns the last
-    minibatch loss."""
+    """Adam on cross-entropy summed over heads, batches moved to the model's device, ``blur`` of each batch
+    softened (:func:`soften`); returns the last minibatch loss."""
     dev = next(model.parameters()).device
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     # Cosine decay to zero: the weights settle by the last step instead of stopping mid-stride.
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps, 1))
     batches = _batches(train, batch_size, torch.Generator().manual_seed(seed))
+    augment = torch.Generator().manual_seed(seed + 1)  # its own stream: blur 0 draws exactly what it always did
     loss_value = float("nan")
     model.train()
     for _ in tqdm(range(steps), desc="train extractor", unit="step", leave=False):
         idx = next(batches)
-        _, logits = model(x[idx].to(dev))
+        batch = soften(x[idx], blur, augment) if blur > 0 else x[idx]
+        _, logits = model(batch.to(dev))
         loss = sum(F.cross_entropy(logits[a], y[a][idx].to(dev), ignore_index=IGNORE_LABEL) for a in logits)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,6 +220,7 @@ def train_extractor(
     feature_dim: int = 128,
     class_names: dict[str, list[str]] | None = None,
     device: str | torch.device = "cpu",
+    blur: float = 0.0,
 ) -> dict[str, Any]:
     """Train an :class:`AttributeCNN` on uint8 ``images`` (N, H, W, 3) and save it to ``out_path``.
 
@@ -230,7 +250,7 @@ def train_extractor(
         torch.manual_seed(seed)
         model = AttributeCNN(heads, resolution=height, width=width, feature_dim=feature_dim).to(device)
         start = time.perf_counter()
-        final_loss = _fit(model, x, y, train, steps, batch_size, lr, seed)
+        final_loss = _fit(model, x, y, train, steps, batch_size, lr, seed, blur)
         seconds = time.perf_counter() - start
         heldout_acc = _accuracy(model, x[held], {a: t[held] for a, t in y.items()}, 256)
         train_acc = _accuracy(model, x[train], {a: t[train] for a, t in y.items()}, 256)
@@ -260,6 +280,7 @@ def train_extractor(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "blur": blur,
         "threads": threads,
         "final_loss": final_loss,
         "heldout_accuracy": heldout_acc,

@@ -20,7 +20,7 @@ of float32 distances at a time, on the features' device: at most 381 MiB whateve
 ``prc_features_to_metric`` held a min(N, 10,000) x N block on the host, with its parts and kthvalue's copy (about
 19 bytes x min(N, 10,000) x N: some 9.5 GB at N = 50,000, by that arithmetic). In the stage at 8,000 + 8,000
 images the step added 244 MiB of anonymous memory against torch-fidelity's 1,221 MiB, with the same numbers
-(``benchmarks/bench_fidelity_memory.py --counts 1000 4000 8000`` and ``--prc torch-fidelity``; README).
+(``benchmarks/bench_fidelity_memory.py --counts 1000 4000 8000`` and ``--prc torch-fidelity``; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from torch_fidelity.metric_fid import (
 
 import pivq
 from pivq.data.prepared import ImageRows
-from pivq.io import sha256_file
 from pivq.metrics.extractor import images_to_tensor
 from pivq.metrics.prc_chunked import precision_recall
 from pivq.metrics.prdc_chunked import compute_prdc as compute_prdc_chunked

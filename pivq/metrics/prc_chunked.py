@@ -17,11 +17,11 @@ radii of the reals: real x real; precision: fake x real, compared with the reals
 operands gives the same floats (its mm-or-not choice and the BLAS call depend only on them and on the thread
 count, the same within a process), so every distance is torch-fidelity's. The k+1 smallest of a row are kept
 by ``topk(largest=False)`` over the running smallest and each tile's own smallest; the k+1 smallest of a
-union are among the k+1 smallest of each part, so the final ``kthvalue(k + 1)`` over them is the same order statistic of the same multiset of floats as kthvalue over the
-whole row (ties and the self-distance included; NaN sorts last in both; only the sign of a zero radius could
-differ, and ``<=`` does not see it). The comparison is the same ``<=`` of the same floats, its "any" over column
-tiles an OR, and the 0/1 flags are averaged as torch-fidelity averages them (float32 ``mean`` on the CPU; the
-sum of 0/1 values is exact).
+union are among the k+1 smallest of each part, so the final ``kthvalue(k + 1)`` over them is the same order
+statistic of the same multiset of floats as kthvalue over the whole row (ties and the self-distance included;
+NaN sorts last in both; only the sign of a zero radius could differ, and ``<=`` does not see it). The comparison
+is the same ``<=`` of the same floats, its "any" over column tiles an OR, and the 0/1 flags are averaged as
+torch-fidelity averages them (float32 ``mean`` on the CPU; the sum of 0/1 values is exact).
 
 Device: the tiles, their comparisons and the per-row state stay on the features' device; only the per-row
 flags (N booleans) come to the host for the mean. On a GPU the k-th values are those torch-fidelity finds on the

@@ -27,7 +27,6 @@ from pivq.model.pixels import PIXEL_RANGES
 from pivq.quantize import Quantizer
 from pivq.quantize.module import VQ_LOSSES
 
-
 CONV_TAILS = ("norm-conv", "norm-silu-conv")
 
 

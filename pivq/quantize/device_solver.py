@@ -39,7 +39,7 @@ MAX_COLUMNS = 8192  # per-column state lives in registers: wider problems go to 
 MIN_CAPABILITY = (8, 0)  # float64 reductions and the register file the kernel assumes (A100 and newer)
 # cores with at most this many spare columns (beyond L; at least 16) are squared with dummy rows and
 # column-reduced: that cuts the scans of near-collapsed cores about 4x, but every dummy row is one more row to
-# augment, and with many of them the scans grow instead (clustered latents: 8x; README)
+# augment, and with many of them the scans grow instead (clustered latents: 8x; docs/performance.md)
 SQUARE_SPARE = 1 / 8
 MAX_SCANS_PER_ROW = 64  # the scan limit is this many times the rows (typical runs: 1-30 per row)
 # tests set this: CPU tensors take the device path, the kernel run by Triton's interpreter (TRITON_INTERPRET=1

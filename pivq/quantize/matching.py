@@ -47,7 +47,7 @@ Per image, the first rule that applies gives the answer:
    few rounds) falls back to the dense reference, so the result is always exact.
 
 The dense solves of steps 3 and 4 (``_dense_solve``) use lapx's Jonker-Volgenant ``lapjvh``, and whole small
-images its batched ``lapjvr`` (both exact; README: the timings) when lapx is installed, scipy's
+images its batched ``lapjvr`` (both exact; docs/performance.md: the timings) when lapx is installed, scipy's
 ``linear_sum_assignment`` otherwise; the fallback, ``_dense_reference``, is always scipy's. lapx overlaps on
 threads in part (four squared 535-row cores: 15.9 ms one after another, 12.1 ms on two threads).
 
@@ -212,7 +212,7 @@ def _dense_reference(dist: torch.Tensor) -> np.ndarray:
 
 def _dense_batch(dist: torch.Tensor) -> np.ndarray:
     """The optimal columns (n, L) of n >= 1 whole small problems (n, L, K): one call to lapx's batched
-    ``lapjvr`` (the fastest of its exact solvers on these: README) on the job's threads, in float64 like
+    ``lapjvr`` (the fastest of its exact solvers on these: docs/performance.md) on the job's threads, in float64 like
     scipy, or scipy per image."""
     cost = dist.detach().cpu().double().numpy()
     if _lapx is None:
@@ -350,7 +350,8 @@ class _Candidates:
 
     def csr(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indptr, column indices, distances) of the candidates of ``rows`` (default: all)."""
-        cols, cost, k = (self.cols, self.cost, self.k) if rows is None else (self.cols[rows], self.cost[rows], self.k[rows])
+        cols, cost, k = ((self.cols, self.cost, self.k) if rows is None
+                         else (self.cols[rows], self.cost[rows], self.k[rows]))
         mask = np.arange(cols.shape[1]) < k[:, None]
         return np.concatenate([[0], np.cumsum(k)]), cols[mask], cost[mask]
 

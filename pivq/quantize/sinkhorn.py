@@ -15,7 +15,8 @@ N_ITERS = 5  # OptVQ: converged by the fifth iteration
 INV_TEMPERATURE = 10.0  # OptVQ's epsilon: exp(-epsilon * normalised cost)
 
 
-def sinkhorn_assign(dist: torch.Tensor, n_iters: int = N_ITERS, inv_temperature: float = INV_TEMPERATURE) -> torch.Tensor:
+def sinkhorn_assign(dist: torch.Tensor, n_iters: int = N_ITERS,
+                    inv_temperature: float = INV_TEMPERATURE) -> torch.Tensor:
     """Code indices (B, L) from distances (B, L, K), computed on the device of ``dist``.
 
     As OptVQ: the distances are standardised over the whole batch and shifted to a zero minimum (so the

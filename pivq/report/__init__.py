@@ -21,6 +21,7 @@ from pivq.io import read_json
 REQUIRED_KEYS = {
     "capacity.json": ("quantizer", "K", "L", "k_data", "k_img_max", "bits", "equation", "conventional_vq_bits"),
     "probe.json": ("folds", "attributes"),
+    "attributes.json": ("reconstruction",),
     "fidelity.json": ("feature_extractor", "n_fake", "fid", "precision", "recall", "density", "coverage"),
     "training.json": ("steps",),
     "rate.json": ("bits_mean", "bits_max", "eq4_bits", "roundtrip_ok"),
@@ -93,6 +94,24 @@ def interpolation_paths(metrics_dir: Path, experiment: str) -> np.ndarray | None
             f"got {images.dtype} {images.shape}"
         )
     return images
+
+
+def reconstructions(metrics_dir: Path, experiment: str) -> dict[str, np.ndarray] | None:
+    """The arrays of ``reconstructions.npz`` (uint8 originals and decodes (n, H, W, 3), their test image
+    indices), or None if absent; ValueError naming the path if malformed."""
+    path = Path(metrics_dir) / experiment / "reconstructions.npz"
+    arrays = _npz_arrays(path, ("original", "reconstruction", "image_index"))
+    if arrays is None:
+        return None
+    original = arrays["original"]
+    if original.dtype != np.uint8 or original.ndim != 4 or original.shape[-1] != 3 or not len(original):
+        raise ValueError(f"{path}: 'original' must be uint8 (n >= 1, H, W, 3), got {original.dtype} {original.shape}")
+    if arrays["reconstruction"].shape != original.shape or arrays["reconstruction"].dtype != np.uint8:
+        raise ValueError(f"{path}: 'reconstruction' must match 'original' ({original.shape}), got "
+                         f"{arrays['reconstruction'].dtype} {arrays['reconstruction'].shape}")
+    if arrays["image_index"].shape != original.shape[:1]:
+        raise ValueError(f"{path}: 'image_index' must hold one index per image, got {arrays['image_index'].shape}")
+    return arrays
 
 
 # code_atlas.npz (pivq.analysis.atlas): array name -> number of leading (A, 2, n) axes it must share.

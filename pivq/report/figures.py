@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from pivq.analysis.capacity import conventional_vq_bits, matching_bits, nearest_bits, pi_upper_bound_bits
 from pivq.analysis.probe import accuracy_order, gain_order
 from pivq.io import atomic_path
-from pivq.report import code_atlas, interpolation_paths, metrics_json, training_log
+from pivq.report import code_atlas, interpolation_paths, metrics_json, reconstructions, training_log
 from pivq.report import paper_values as paper
 
 STYLE = {
@@ -75,19 +75,60 @@ def _mosaic(images: np.ndarray, gap: int, pair_gap: int) -> np.ndarray:
     return canvas
 
 
+def figure1_columns(steps: int) -> list[str]:
+    """Figure 1's column labels for rows of ``steps`` images (the two images, their decodes and the path between)."""
+    inner = [f"step {i}" for i in range(1, steps - 3)]
+    return ["source", "decoded\nsource", *inner, "decoded\ntarget", "target"]
+
+
 def figure1(images: np.ndarray, experiment: str, paths_per_pair: int = 2) -> Figure:
-    """Rows of interpolation paths, sources at both ends, two paths per pair (paper's Figure 1)."""
+    """Rows of interpolation paths, two paths per pair (paper's Figure 1): each row is the source image, its
+    decode, the path's decoded steps (one code swapped at a time, evenly spaced), the target's decode and the
+    target image; the columns are labelled."""
     images = images[:, :paths_per_pair]
     pairs, paths, steps, h, w, _ = images.shape
     gap = max(1, h // 32)
     mosaic = _mosaic(images, gap, pair_gap=4 * gap)
-    width_in = 6.5
-    fig = Figure(figsize=(width_in, width_in * mosaic.shape[0] / mosaic.shape[1] + 0.45))
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.45 / fig.get_figheight()))
+    width_in, top_in = 6.5, 0.75
+    fig = Figure(figsize=(width_in, width_in * mosaic.shape[0] / mosaic.shape[1] + top_in))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - top_in / fig.get_figheight()))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
-    fig.suptitle(f"Interpolation paths ({experiment}): source images at left and right, "
-                 f"{paths} paths per pair", y=0.995, va="top")
+    labels = figure1_columns(steps) if steps >= 4 else [""] * steps
+    for s, label in enumerate(labels):
+        ax.text(s * (w + gap) + w / 2, -gap, label, ha="center", va="bottom", fontsize=6.5, clip_on=False)
+    fig.suptitle(f"Interpolation paths ({experiment}): {paths} random paths per pair of test images,\n"
+                 "one code swapped per step", y=0.995, va="top")
+    return fig
+
+
+# --- reconstructions ----------------------------------------------------------------------------
+
+def reconstructions_figure(runs: list[tuple[str, str, dict[str, np.ndarray]]]) -> Figure:
+    """Test images above, each run's decodes of them below, one row per run (``runs``: (experiment, quantizer,
+    reconstructions.npz's arrays)); the runs must show the same test images."""
+    first = runs[0][2]
+    for name, _, arrays in runs[1:]:
+        if not np.array_equal(arrays["image_index"], first["image_index"]):
+            raise ValueError(f"reconstructions.npz of {name} shows other test images than {runs[0][0]}'s")
+    rows = [("test images", first["original"])] + [(f"{q}\n({name})", a["reconstruction"]) for name, q, a in runs]
+    n, h, w, _ = first["original"].shape
+    gap = max(1, h // 16)
+    canvas = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for r, (_, images) in enumerate(rows):
+        for i in range(n):
+            canvas[r * (h + gap):r * (h + gap) + h, i * (w + gap):i * (w + gap) + w] = images[i]
+    left_in, width_in = 1.1, 5.4
+    height_in = width_in * canvas.shape[0] / canvas.shape[1]
+    fig = Figure(figsize=(left_in + width_in + 0.1, height_in + 0.45))
+    fw, fh = fig.get_size_inches()
+    ax = fig.add_axes((left_in / fw, 0.05 / fh, width_in / fw, height_in / fh))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for r, (label, _) in enumerate(rows):
+        ax.text(-gap * 2, r * (h + gap) + h / 2, label, ha="right", va="center", fontsize=7, clip_on=False)
+    fig.suptitle("Reconstructions: the first test images and their decodes (each from its code set)",
+                 y=1 - 0.05 / fh, va="top")
     return fig
 
 
@@ -261,20 +302,37 @@ def code_atlas_figure(atlas: dict[str, np.ndarray], experiment: str) -> Figure:
 
 # --- training curves -------------------------------------------------------------------------------
 
-TRAINING_PANELS = (("l1", "reconstruction L1"), ("loss", "total loss"), ("k_data", "codes used (K_data)"))
+TRAINING_PANELS = (("l1", "reconstruction L1 (train batches)"), ("loss", "total loss"),
+                   ("k_data", "codes used in a log window (K_data)"), ("k_img_max", "distinct codes per image (K_img)"))
+CODEBOOK_COLUMNS = ("k_data", "k_img_max", "k_img_mean")  # undefined before T_q: the codes do not exist yet
 
 
-def training_curves(logs: list[tuple[str, pd.DataFrame]]) -> Figure:
-    """L1, loss and codebook usage against step, one line per experiment; panels with no data are left out."""
-    panels = [(col, title) for col, title in TRAINING_PANELS if any(col in log.columns for _, log in logs)]
-    fig = Figure(figsize=(3.0 * max(1, len(panels)), 2.8))
+def training_curves(logs: list[tuple[str, pd.DataFrame, list[int]]]) -> Figure:
+    """L1, loss, K_data and K_img against step, one colour per experiment (``logs``: (experiment, its
+    training_log.csv, the steps of its codebook initialisations)). The first initialisation is T_q, drawn as a
+    dashed line, the re-initialisations dotted; the codebook columns are blank before T_q. K_img: the largest
+    per image in the window (solid), the mean (thin). Panels with no data are left out."""
+    panels = [(col, title) for col, title in TRAINING_PANELS if any(col in log.columns for _, log, _ in logs)]
+    fig = Figure(figsize=(2.9 * max(1, len(panels)), 3.0))
+    colours = [f"C{i}" for i in range(len(logs))]
+    last = max((float(log["step"].max()) for _, log, _ in logs if len(log)), default=1.0)
     for i, (col, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        for name, log in logs:
-            if col in log.columns:
-                ax.plot(log["step"], log[col], lw=0.9, label=name)
+        for colour, (name, log, inits) in zip(colours, logs):
+            if col not in log.columns:
+                continue
+            quantized = log["quantized"].astype(bool) if "quantized" in log.columns else pd.Series(True, log.index)
+            values = log[col].where(quantized) if col in CODEBOOK_COLUMNS else log[col]
+            ax.plot(log["step"], values, lw=0.9, color=colour, label=name)
+            if col == "k_img_max" and "k_img_mean" in log.columns:
+                ax.plot(log["step"], log["k_img_mean"].where(quantized), lw=0.5, color=colour)
+            for k, step in enumerate(inits):
+                ax.axvline(step, color=colour, lw=0.7, ls="--" if k == 0 else ":", alpha=0.8,
+                           label=(f"T_q = {step}" if k == 0 else "codebook re-initialised") if i == 0 and k < 2
+                           else None)
         if col in ("l1", "loss"):
             ax.set_yscale("log")
+        ax.set_xlim(0, last)  # the same steps in every panel: the codebook panels start blank at T_q
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(True, lw=0.4, alpha=0.5)
@@ -282,6 +340,12 @@ def training_curves(logs: list[tuple[str, pd.DataFrame]]) -> Figure:
             ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _init_steps(metrics_dir: Path, experiment: str) -> list[int]:
+    """The steps of a run's codebook initialisations (training.json's codebook_inits); none if it is absent."""
+    training = metrics_json(metrics_dir, experiment, "training.json")
+    return [int(init["step"]) for init in (training or {}).get("codebook_inits", [])]
 
 
 # --- entry point -----------------------------------------------------------------------------------
@@ -302,6 +366,11 @@ def build_figures(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path
             drawn.append(("figure1_interpolations", lambda images=images, name=name: figure1(images, name)))
             break
 
+    shown = [(n, spec["quantizer"], r) for n, spec in experiments.items()
+             if (r := reconstructions(metrics_dir, n)) is not None]
+    if shown:
+        drawn.append(("reconstructions", lambda: reconstructions_figure(shown)))
+
     runs = [(n, c) for n in experiments if (c := metrics_json(metrics_dir, n, "capacity.json")) is not None]
     drawn.append(("figure4_capacity", lambda: figure4(runs)))
 
@@ -316,7 +385,8 @@ def build_figures(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path
         if atlas is not None:
             drawn.append((f"code_atlas_{name}", lambda a=atlas, n=name: code_atlas_figure(a, n)))
 
-    logs = [(n, log) for n in experiments if (log := training_log(metrics_dir, n)) is not None]
+    logs = [(n, log, _init_steps(metrics_dir, n)) for n in experiments
+            if (log := training_log(metrics_dir, n)) is not None]
     if logs:
         drawn.append(("training_curves", lambda: training_curves(logs)))
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pivq.analysis.capacity import conventional_vq_bits, paper_table2_check, pi_upper_bound_bits
 from pivq.io import atomic_path, write_json
 from pivq.report import interpolation_paths, metrics_json
@@ -265,9 +267,88 @@ def _compare(base: dict, table: str, metric: str, reported: float | None, reprod
             "difference": None if missing else _fixed(reproduced - reported, decimals), "note": "; ".join(notes)}
 
 
+# --- the quantizers side by side, and the attributes the decodes keep ------------------------------
+
+QUANTIZERS_COLUMNS = ("experiment", "dataset", "quantizer", "K", "L", "test_l1", "constant_baseline_l1",
+                      "attribute_accuracy_originals", "attribute_accuracy_reconstructions", "retention_min",
+                      "retention_min_attribute", "k_data", "k_img_max", "capacity_bits", "equation")
+
+
+def table_quantizers(experiments: dict[str, dict], metrics_dir: Path) -> Table:
+    """The paper's ablation (matching against nearest), on reconstruction quality as well as capacity: one row per
+    run with its test L1, the attribute CNN's mean accuracy on the test originals and on their decodes, the
+    smallest per-attribute retention, K_data, K_img and the capacity bound (eq. 2 or 4)."""
+    rows = []
+    for name, spec in experiments.items():
+        training = metrics_json(metrics_dir, name, "training.json")
+        cap = metrics_json(metrics_dir, name, "capacity.json")
+        attrs = metrics_json(metrics_dir, name, "attributes.json")
+        if training is None and cap is None and attrs is None:
+            continue
+        row: dict[str, Any] = {"experiment": name, "dataset": spec["dataset"], "quantizer": spec["quantizer"],
+                               "K": spec["codebook_size"], "L": spec["codes"]}
+        if training is not None:
+            row.update(test_l1=_fixed(training.get("test_l1"), 4),
+                       constant_baseline_l1=_fixed(training.get("constant_baseline_l1"), 4))
+        if attrs is not None:
+            rec = attrs["reconstruction"]
+            row.update(attribute_accuracy_originals=_fixed(rec["original_accuracy_mean"], 3),
+                       attribute_accuracy_reconstructions=_fixed(rec["reconstruction_accuracy_mean"], 3),
+                       retention_min=_fixed(rec["retention_min"], 3),
+                       retention_min_attribute=rec["retention_min_attribute"])
+        if cap is not None:
+            row.update(k_data=cap["k_data"], k_img_max=cap["k_img_max"], capacity_bits=_round(cap["bits"], 0),
+                       equation=cap["equation"])
+        rows.append(row)
+    return Table("table_quantizers",
+                 "Matching against nearest-neighbour quantization (the paper's ablation, Table 2): reconstruction "
+                 "L1 on the test split (pixels in [-1, 1]; the constant mean image beside it), the attribute "
+                 "classifier's mean accuracy on the test images and on their decodes, the smallest ratio of the "
+                 "two over attributes, codebook usage and the capacity bound.", QUANTIZERS_COLUMNS, rows)
+
+
+ATTRIBUTES_COLUMNS = ("experiment", "attribute", "accuracy_originals", "accuracy_reconstructions", "retention",
+                      "majority", "kept", "kept_chance", "n_shared", "parental", "parental_chance", "n_differ")
+
+
+def table_attributes(experiments: dict[str, dict], metrics_dir: Path) -> Table:
+    """Per run and attribute: the classifier's accuracy on the test images and their decodes (and the majority
+    rate); on Algorithm 1's samples, how often a value both parents share is kept and how often differing parents
+    give one of their values, each beside its chance rate (the same samples scored against other parents)."""
+    rows = []
+    for name in experiments:
+        attrs = metrics_json(metrics_dir, name, "attributes.json")
+        if attrs is None:
+            continue
+        recombined = attrs.get("recombination", {}).get("attributes", {})
+        for attribute, rec in attrs["reconstruction"]["attributes"].items():
+            mix = recombined.get(attribute, {})
+            rows.append({"experiment": name, "attribute": attribute,
+                         "accuracy_originals": _fixed(rec["original"], 3),
+                         "accuracy_reconstructions": _fixed(rec["reconstruction"], 3),
+                         "retention": _fixed(rec["retention"], 3), "majority": _fixed(rec["majority"], 3),
+                         **{k: _fixed(mix.get(k), 3) for k in ("kept", "kept_chance", "parental", "parental_chance")},
+                         "n_shared": mix.get("n_shared"), "n_differ": mix.get("n_differ")})
+    return Table("table_attributes",
+                 "Attributes through the bottleneck: the attribute classifier (toyfaces' feature extractor) on the "
+                 "test images and their decodes; on the interpolation samples (Algorithm 1), values both parents "
+                 "share kept, and differing values resolved to one parent's, beside chance (other samples' "
+                 "parents).", ATTRIBUTES_COLUMNS, rows)
+
+
 # --- summary: the headline numbers as DVC metrics ---------------------------------------------------
 
 SUMMARY_NAME = "summary.json"
+
+
+def path_changes(images: np.ndarray) -> dict[str, float]:
+    """How much Figure 1's paths move, in grey levels (mean |RGB difference| of uint8 images): from the decoded
+    source to the decoded target (columns 1 and -2), and the largest change between consecutive decoded steps
+    (the mean over paths of each). A model that ignores its codes gives 0 for both."""
+    decoded = images[:, :, 1:-1].astype(np.float64)
+    ends = np.abs(decoded[:, :, -1] - decoded[:, :, 0]).mean(axis=(-3, -2, -1))
+    steps = np.abs(np.diff(decoded, axis=2)).mean(axis=(-3, -2, -1)).max(axis=2)
+    return {"figure1_endpoint_change": float(ends.mean()), "figure1_largest_step_change": float(steps.mean())}
 
 
 def summary(experiments: dict[str, dict], metrics_dir: Path) -> dict[str, dict[str, Any]]:
@@ -288,6 +369,20 @@ def summary(experiments: dict[str, dict], metrics_dir: Path) -> dict[str, dict[s
         fidelity = metrics_json(metrics_dir, name, "fidelity.json")
         if fidelity is not None:
             row.update({m: fidelity[m] for m in FIDELITY_METRICS})
+        attrs = metrics_json(metrics_dir, name, "attributes.json")
+        if attrs is not None:
+            rec = attrs["reconstruction"]
+            row.update(attribute_accuracy_reconstructions=rec["reconstruction_accuracy_mean"],
+                       attribute_accuracy_originals=rec["original_accuracy_mean"],
+                       attribute_retention_min=rec["retention_min"],
+                       **{f"attribute_retention_{a}": v["retention"] for a, v in rec["attributes"].items()})
+            mix = attrs.get("recombination")
+            if mix is not None:
+                row.update({f"recombination_{k}": mix[k]
+                            for k in ("kept", "kept_chance", "parental", "parental_chance")})
+        paths = interpolation_paths(metrics_dir, name)
+        if paths is not None:
+            row.update(path_changes(paths))
         probe = metrics_json(metrics_dir, name, "probe.json")
         if probe is not None and probe["attributes"]:
             attrs = probe["attributes"]
@@ -353,7 +448,7 @@ def build_tables(experiments: dict[str, dict], metrics_dir: Path, out_dir: Path,
         raise ValueError(f"unknown table formats {unknown}; expected some of {sorted(WRITERS)}")
     metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
     written = []
-    for build in (table1, table2, table3, paper_vs_reproduced):
+    for build in (table1, table2, table3, paper_vs_reproduced, table_quantizers, table_attributes):
         table = build(experiments, metrics_dir)
         for fmt in formats:
             path = out_dir / f"{table.name}.{fmt}"

@@ -1,11 +1,11 @@
 """A training run's identity: everything that changes its weights. A checkpoint resumes only its own identity.
 
 The identity is the resolved experiment's model, quantizer and schedule (seed, learning rate, batch size, EMA
-rate, T_q, the loss recipe, ...) and the sha256 of every file of the prepared dataset. Three schedule settings are
+rate, T_q, the loss recipe, ...) and the sha256 of every file of the prepared dataset. Four schedule settings are
 left out because they do not change the weights of the steps a run has taken: ``steps`` (a longer run continues
-the shorter one: raising it resumes; a checkpoint beyond a lowered ``steps`` is another run), ``log_every`` and
-``checkpoint_every``. Names (of the experiment, the presets, the dataset) are left out too: what they stand
-for is in, their spelling is not.
+the shorter one: raising it resumes; a checkpoint beyond a lowered ``steps`` is another run), ``log_every``,
+``image_every`` and ``checkpoint_every``. Names (of the experiment, the presets, the dataset) are left out too:
+what they stand for is in, their spelling is not.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-NOT_WEIGHTS = ("steps", "log_every", "checkpoint_every")  # schedule settings outside the identity
+NOT_WEIGHTS = ("steps", "log_every", "image_every", "checkpoint_every")  # schedule settings outside the identity
 
 
 def run_identity(experiment: dict[str, Any], dataset_files: dict[str, str]) -> dict[str, Any]:

@@ -52,19 +52,21 @@ import torch
 from tqdm import tqdm
 
 from pivq.data import PreparedDataset
+from pivq.data.prepared import read_rows
 from pivq.io import atomic_path, remove_stale_temporaries, write_json
 from pivq.logs import software_versions
 from pivq.model import PIVQ, ModelConfig
 from pivq.model.checkpoint import save_model
 from pivq.model.discriminator import build_discriminator
 from pivq.model.pixels import to_float
+from pivq.precision import autocast, check_precision, gpu_settings
 from pivq.quantize import kmeans
 from pivq.quantize.matching import take_paths
-from pivq.precision import autocast, check_precision, gpu_settings
 from pivq.train.batches import BatchOrder
-from pivq.train.images import TrainImages
 from pivq.train.diffaug import diff_augment
 from pivq.train.identity import identity_diff, identity_hash, run_identity
+from pivq.train.images import TrainImages
+from pivq.train.live import LIVE_DIR, PREVIEW_IMAGES, LiveRecords, preview
 from pivq.train.lock import run_lock
 from pivq.train.losses import adaptive_weight, build_lpips, hinge_d_loss, hinge_g_loss
 from pivq.train.state import load_state, save_state
@@ -77,7 +79,8 @@ LOSSES = ["l1", "codebook+commitment"]  # the terms of the L1 + VQ recipe (toy);
 LOG_COLUMNS = ["step", "loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "k_data", "k_img_max",
                "k_img_mean", "quantized", "adversarial"]
 _SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_adv")
-RUN_FILES = ("model.pt", "options.json", "train_log.csv")  # a run's files beside its checkpoint (set aside with it)
+RUN_FILES = ("model.pt", "options.json", "train_log.csv", LIVE_DIR)  # a run's files beside its checkpoint (set aside
+# with it)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Schedule:
     init_repeats: int
     kmeans_iters: int
     log_every: int
+    image_every: int  # steps between the live records' image grids (pivq.train.live); 0 = none
     checkpoint_every: int
     seed: int
     perceptual_weight: float  # LPIPS weight; 0 = no LPIPS network at all
@@ -268,6 +272,8 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
         stop["signal"] = signal.Signals(signum).name
 
     batches = TrainImages(data.images, batch_rows, dev, resident=None)  # resident on a GPU when they fit
+    live = LiveRecords(run_dir, experiment, resume=state is not None)
+    shown = read_rows(data.images, train_idx[:PREVIEW_IMAGES])  # the grids' images (uint8)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     settings = contextlib.ExitStack()
     settings.enter_context(gpu_settings(sched.precision, dev))  # TF32, cuDNN autotuning: restored after
@@ -346,7 +352,13 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                                                                         "d_loss", "d_weight", "k_data", "k_img_max")})
                 if model.quantizer.method == "matching":  # images per solver path (on the GPU: "device")
                     log.info("step %d matching paths %s", step, take_paths())
+                live.row(rows[-1])
+                _write_log(run_dir / "train_log.csv", rows)  # grows as training goes (rewritten whole: atomic)
                 window_codes, sums, t_window = [], _new_sums(), time.perf_counter()
+            if sched.image_every and step % sched.image_every == 0:
+                # float32, outside the autocast: the grids' code sets come from the quantizer's own float32 assignment
+                decodes, samples = preview(model, shown, bool(model.quantizer.initialized), step, sched.seed)
+                live.images(step, shown, decodes, samples)
             if stop["signal"] is not None:
                 checkpoint()
                 raise Preempted(f"{stop['signal']} received: checkpoint written at step {step} to {ckpt}; "
@@ -370,6 +382,7 @@ def _train(experiment: dict, dataset_dir: Path, run_dir: Path, threads: int, dev
                                                         "losses": losses, "codebook_inits": init_log,
                                                         "run": identity_hash(identity), "identity": identity})
     _write_log(run_dir / "train_log.csv", rows)
+    live.end({"steps": step, "codebook_inits": len(init_log)})
     seconds = time.perf_counter() - t_start
     log.info("trained %s: %d steps, %.1f s in this process", experiment["name"], step, seconds)
     return {"steps": step, "losses": losses, "codebook_inits": init_log, "log": rows}

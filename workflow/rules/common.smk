@@ -5,6 +5,10 @@ EXPERIMENTS = experiments_to_build(config)
 # Matching gives every image a *set* of codes: Algorithm 1 (sampling, sample metrics, Figure 1) and the
 # set coder (measured rate) need that, so they are built for matching runs only.
 SET_CODED = [e for e in EXPERIMENTS if config["experiments"][e]["quantizer"] == "matching"]
+# The attributes stage needs a feature extractor that classifies attributes: toyfaces' CNN (Inception does not).
+ATTRIBUTE_SCORED = [e for e in EXPERIMENTS
+                    if config["datasets"][config["experiments"][e]["dataset"]]["feature_extractor"]["name"]
+                    == "pivq-toyfaces-cnn"]
 
 
 def check_raw_downloads():
@@ -81,6 +85,11 @@ def extractor_weights(wildcards):
     if extractor["name"] == "pivq-toyfaces-cnn" and extractor["weights"] is None:
         return f"data/{dataset_name(wildcards)}/extractor.pt"
     return []
+
+
+def attribute_extractor(wildcards):
+    """The attribute CNN's weights: the pipeline's own (trained) or the file params.yaml names."""
+    return extractor_of(wildcards)["weights"] or f"data/{dataset_name(wildcards)}/extractor.pt"
 
 
 def sample_shards(wildcards):

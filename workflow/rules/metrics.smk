@@ -47,3 +47,31 @@ rule fidelity:
         **requested("fidelity"),
     script:
         "../scripts/fidelity.py"
+
+
+rule attributes:
+    # Only where the dataset's feature extractor classifies attributes (toyfaces' CNN): Inception does not.
+    input:
+        model="runs/{exp}/model.pt",
+        codes="runs/{exp}/codes.npz",
+        manifest=dataset_manifest,
+        extractor=attribute_extractor,
+        shards=lambda wc: sample_shards(wc) if wc.exp in SET_CODED else [],  # Algorithm 1 needs sets
+    output:
+        metrics="results/metrics/{exp}/attributes.json",
+        figure="results/metrics/{exp}/reconstructions.npz",
+    params:
+        dataset=dataset_name,
+        batch_size=lambda wc: experiment(wc)["encode"]["batch_size"],
+        spec=train_spec,
+    log:
+        "logs/attributes_{exp}.log",
+    benchmark:
+        "logs/benchmarks/attributes_{exp}.tsv"
+    conda:
+        "../envs/pivq.yaml"
+    threads: cpus("attributes")
+    resources:
+        **requested("attributes"),
+    script:
+        "../scripts/attributes.py"

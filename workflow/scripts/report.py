@@ -8,4 +8,4 @@ with to_file(snakemake.log[0], outputs=snakemake.output):
 
     build = {"tables": report_tables, "figures": report_figures}[snakemake.rule]
     build(snakemake.params.experiments, snakemake.params.report, "results/metrics",
-          Path(snakemake.output[0]).parent)
+          Path(snakemake.output[0]).parent, params=snakemake.config)
