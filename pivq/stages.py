@@ -245,6 +245,8 @@ def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path:
     from pivq.sample import ShardImages, check_shards, load_shard_pairs
 
     device = job.start()
+    if shard_paths:  # one sample set, this experiment's: refused before any image is read
+        check_shards(shard_paths, experiment=None if spec is None else spec["name"])
     data, model, codes = _verified_run(model_path, codes_path, dataset_dir, spec, device)
     extractor = load_extractor(extractor_path, device=device)
     test = _split_rows(data, "test", 1, "the reconstructions' attribute accuracy")
@@ -261,7 +263,6 @@ def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path:
               "reconstruction": reconstruction_attributes(predict(extractor, originals.batches(batch_size)),
                                                           predict(extractor, decodes()), truth)}
     if shard_paths:
-        check_shards(shard_paths, experiment=None if spec is None else spec["name"])
         train_rows = data.indices("train")
         pairs = load_shard_pairs(shard_paths)  # positions in the train split, as sampling drew them
         labels = label_codes(data.attributes, extractor)

@@ -13,8 +13,9 @@ In ``runs/<exp>/dvclive/`` (dvclive's layout):
 * ``metrics.json``: the latest row, rewritten at every row; at the end also the run's summary.
 * ``params.yaml``: the resolved experiment.
 
-A resumed run reopens its records (dvclive's resume) and carries on from the checkpoint's step; rows written after
-that checkpoint by the killed attempt are written again with the same values. dvclive is imported only here, so a
+A resumed run reopens its records (dvclive's resume) and carries on from the checkpoint's step; the rows the killed
+attempt wrote after that checkpoint appear twice in the TSV files, with the same values (train_log.csv, rebuilt from
+the checkpoint's rows, has each once). dvclive is imported only here, so a
 machine without it trains without records, saying so in the log.
 """
 

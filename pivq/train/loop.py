@@ -79,8 +79,8 @@ LOSSES = ["l1", "codebook+commitment"]  # the terms of the L1 + VQ recipe (toy);
 LOG_COLUMNS = ["step", "loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "k_data", "k_img_max",
                "k_img_mean", "quantized", "adversarial"]
 _SUMS = ("loss", "l1", "lpips", "vq", "g_loss", "d_loss", "d_weight", "n", "n_adv")
-RUN_FILES = ("model.pt", "options.json", "train_log.csv", LIVE_DIR)  # a run's files beside its checkpoint (set aside
-# with it)
+# a run's files beside its checkpoint (set aside with it when another run takes the folder)
+RUN_FILES = ("model.pt", "options.json", "train_log.csv", LIVE_DIR)
 
 
 @dataclass(frozen=True)
