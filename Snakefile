@@ -38,6 +38,7 @@ validate_params(config, schema_path=f"{workflow.basedir}/workflow/schemas/params
 localrules:
     all,
     capacity,
+    built_with,
     tables,
     figures,
 

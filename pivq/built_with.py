@@ -63,7 +63,8 @@ def check_built_with(params: dict, metrics_dir: str | Path, source: str = "param
     path = Path(metrics_dir) / BUILT_WITH
     if not path.exists():
         raise StaleMetricsError(f"{path} is missing: it is written when Snakemake builds the metrics. Run "
-                                "`snakemake --cores all all` first; it also draws the tables and figures.")
+                                "`snakemake --cores all all` first (it also draws the tables and figures), or, "
+                                "for metrics built stage by stage with the pivq CLI, `pivq report record`.")
     # through JSON, as the record was written: tuples become lists, keys strings
     now = json.loads(json.dumps(built_with(params)))
     differ = _differences(read_json(path), now)

@@ -246,6 +246,13 @@ def cmd_report(args) -> None:
     params = _params(args)
     if not Path(args.metrics).is_dir():
         raise FileNotFoundError(f"missing metrics folder: {args.metrics}")
+    if args.what == "record":  # metrics built stage by stage with this CLI: say which settings they are of
+        from pivq.built_with import BUILT_WITH, built_with
+        from pivq.io import write_json
+
+        write_json(Path(args.metrics) / BUILT_WITH, built_with(params))
+        print(Path(args.metrics) / BUILT_WITH)
+        return
     build = {"tables": report_tables, "figures": report_figures}[args.what]
     out = args.out or f"results/{args.what}"
     for path in build(report_experiments(params), params["report"], args.metrics, out, params=params):
@@ -333,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=_positive, required=True, help="L, codes per image")
     p.add_argument("--k-img", type=_positive, required=True, help="distinct codes per image (eq. 2)")
     p.add_argument("--k-data", type=_positive, help="codes used over the dataset (default: K)")
-    p = add("report", cmd_report, "rebuild the tables or figures from results/metrics")
-    p.add_argument("what", choices=["tables", "figures"])
+    p = add("report", cmd_report, "rebuild the tables or figures from results/metrics (record: write the settings "
+            "metrics built by hand are of, results/metrics/built_with.json, as Snakemake's built_with rule does)")
+    p.add_argument("what", choices=["tables", "figures", "record"])
     p.add_argument("--metrics", default="results/metrics", help="metrics folder (default: results/metrics)")
     p.add_argument("--out", help="output folder (default: results/<what>)")
     return parser

@@ -287,6 +287,12 @@ def test_report_tables_from_a_metrics_folder(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "experiments.toy_matching.schedule.steps" in proc.stderr and "snakemake" in proc.stderr
     assert not stale.exists()
+    # metrics built by hand with the stage commands: `pivq report record` says which settings they are of
+    proc = pivq("report", "record", "--params", params_path, "--metrics", metrics, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((metrics / "built_with.json").read_text()) == json.loads(json.dumps(built_with(params)))
+    proc = pivq("report", "tables", "--params", params_path, "--metrics", metrics, "--out", stale, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- prepare --------------------------------------------------------------------------------------------

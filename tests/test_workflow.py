@@ -498,7 +498,7 @@ SLURM_TIMEOUT = 1200
 SETUP_SLURM = REPO / "slurm" / "local" / "setup-slurm.sh"
 STOP_SLURM = REPO / "slurm" / "local" / "stop-slurm.sh"
 SLURM_PROFILE = ["--profile", "slurm", "--profile", "slurm/local"]
-LOCAL_RULES = {"all", "capacity", "tables", "figures"}  # the Snakefile's localrules
+LOCAL_RULES = {"all", "capacity", "built_with", "tables", "figures"}  # the Snakefile's localrules
 # run-time facts, not results, would differ between any two runs: none is left in a metrics JSON (wall-clock
 # times go to the logs; tests/test_faults.py checks two runs give byte-identical metrics files)
 TIMING_KEYS: set[str] = set()

@@ -26,7 +26,7 @@ DVC = BIN / "dvc"
 
 # Every rule a full `all` of the embedded set runs, besides `all` itself (README's stages 1-8).
 STAGE_RULES = ["prepare_dataset", "train_extractor", "train", "encode", "sample_shard", "interpolation_paths",
-               "fidelity", "capacity", "rate", "probe", "code_atlas", "attributes", "tables", "figures"]
+               "fidelity", "capacity", "rate", "probe", "code_atlas", "attributes", "built_with", "tables", "figures"]
 TABLE_NAMES = ["table1_capabilities", "table2_capacity", "table3_metrics", "paper_vs_reproduced", "table_quantizers",
                "table_attributes"]
 EXPERIMENTS = {"toy_matching": "matching", "toy_nearest": "nearest"}

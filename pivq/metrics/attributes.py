@@ -18,7 +18,7 @@ rates to their chance twins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -113,9 +113,3 @@ def recombination_rates(predicted: dict[str, np.ndarray], parent_a: dict[str, np
             "kept_chance": _pooled(list(chance.values()), "n_shared", "kept"),
             "parental": _pooled(list(real.values()), "n_differ", "parental"),
             "parental_chance": _pooled(list(chance.values()), "n_differ", "parental")}
-
-
-def batches_of(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Consecutive in-memory batches of an array (or an ImageRows view)."""
-    for start in range(0, len(images), batch_size):
-        yield np.asarray(images[start:start + batch_size])
