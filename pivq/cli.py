@@ -197,11 +197,11 @@ def cmd_attributes(args) -> None:
     from pivq.stages import attributes
 
     exp = _experiment(args)
-    metrics = _path(args, exp, "metrics")
+    out = Path(args.out or f"{_path(args, exp, 'metrics')}/attributes.json")
     shards = _shards(args, exp) if exp["quantizer"] == "matching" else []
     result = attributes(exp["name"], exp["dataset_name"], _path(args, exp, "model"), _path(args, exp, "codes"),
                         _path(args, exp, "data"), _extractor_weights(args, exp),
-                        args.out or f"{metrics}/attributes.json", f"{metrics}/reconstructions.npz",
+                        out, out.parent / "reconstructions.npz",  # the figure's images beside the JSON
                         shard_paths=shards, batch_size=exp["encode"]["batch_size"], job=_job(args, "attributes"),
                         spec=training_spec(exp))
     print(json.dumps(result, indent=2))
