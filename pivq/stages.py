@@ -252,11 +252,18 @@ def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path:
     test = _split_rows(data, "test", 1, "the reconstructions' attribute accuracy")
     originals = ImageRows(data.images, test)
 
-    def decodes():
+    shown = test[:RECONSTRUCTION_FIGURE_IMAGES]
+    figure = {"original": np.asarray(originals[:len(shown)]), "image_index": shown}
+
+    def decodes():  # each test image decoded once: the figure keeps the first ones as they pass
+        kept = []
         with torch.no_grad():
             for start in range(0, len(test), batch_size):
                 chunk = torch.from_numpy(codes[test[start:start + batch_size]].astype(np.int64)).to(device)
-                yield to_uint8(model.decode_indices(chunk), model.cfg.pixel_range)
+                images = to_uint8(model.decode_indices(chunk), model.cfg.pixel_range)
+                kept.append(images[:len(shown) - sum(map(len, kept))])
+                yield images
+        figure["reconstruction"] = np.concatenate(kept)
 
     truth = label_codes(data.attributes.iloc[test], extractor)
     result = {"experiment": name, "dataset": dataset_name,
@@ -269,9 +276,6 @@ def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path:
         parents = [{a: v[train_rows[pairs[:, i]]] for a, v in labels.items()} for i in (0, 1)]
         samples = ShardImages(shard_paths)
         result["recombination"] = recombination_rates(predict(extractor, samples.batches(batch_size)), *parents)
-    shown = test[:RECONSTRUCTION_FIGURE_IMAGES]
-    figure = {"original": np.asarray(originals[:len(shown)]), "reconstruction": next(decodes())[:len(shown)],
-              "image_index": shown}
     with atomic_path(figure_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **figure)
