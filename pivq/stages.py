@@ -278,7 +278,7 @@ def attributes(name: str, dataset_name: str, model_path: str | Path, codes_path:
         result["recombination"] = recombination_rates(predict(extractor, samples.batches(batch_size)), *parents)
     with atomic_path(figure_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **figure)
+            np.savez_compressed(f, **{k: figure[k] for k in ("original", "reconstruction", "image_index")})
     write_json(out_path, result)
     return result
 
